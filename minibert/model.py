@@ -1,0 +1,152 @@
+"""BERT (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers") and its task heads.
+
+A post-LN Transformer encoder: every sub-layer is followed by dropout, a residual add and
+LayerNorm, i.e. x = LayerNorm(x + Dropout(Sublayer(x))) (Vaswani et al. 2017, section 5.4).
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import SelfAttention, padding_mask
+from .checkpoint import PretrainedMixin, bert_from_hf, bert_to_hf
+from .config import BertConfig
+
+
+class BertEmbeddings(nn.Module):
+    """Token + learned position + token-type (segment) embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.drop = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        L = input_ids.size(1)
+        if L > self.position.num_embeddings:
+            raise ValueError(f"input_ids has length {L}, longer than max_position_embeddings "
+                             f"{self.position.num_embeddings}")
+        x = self.word(input_ids) + self.position.weight[:L]  # [B, L, H]
+        x = x + (self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids))
+        return self.drop(self.norm(x))
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN with exact (erf) GELU: down(GELU(up(x)))."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.attn = SelfAttention(c.hidden_size, c.num_attention_heads, c.attention_probs_dropout_prob,
+                                  c.attn_implementation)
+        self.attn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.ffn = FeedForward(c.hidden_size, c.intermediate_size)
+        self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.drop = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+        return self.ffn_norm(x + self.drop(self.ffn(x)))
+
+
+class BertPreTrainedModel(PretrainedMixin, nn.Module):
+    config_class = BertConfig
+
+    def init_weights(self) -> None:
+        """HF's initialization: N(0, initializer_range) for weights, zero biases, unit LayerNorms."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=std)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=std)
+                if m.padding_idx is not None:
+                    m.weight.data[m.padding_idx].zero_()
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    from_hf = staticmethod(bert_from_hf)
+    to_hf = staticmethod(bert_to_hf)
+
+
+class BertModel(BertPreTrainedModel):
+    """ids [B, L] -> last hidden states [B, L, H]. attention_mask [B, L]: 1 = token, 0 = padding."""
+
+    hf_architecture = "BertModel"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        mask = padding_mask(attention_mask)  # [B, 1, 1, L] or None
+        x = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """Span extraction (Devlin et al. 2019, section 4.2): one linear layer maps each token's hidden
+    state to a start and an end score; P(start = i) = softmax_i(S . T_i), likewise for the end."""
+
+    hf_architecture = "BertForQuestionAnswering"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logits = self.qa_outputs(self.bert(input_ids, attention_mask, token_type_ids))  # [B, L, 2]
+        start, end = logits.float().unbind(-1)
+        return start, end
+
+
+def qa_loss(start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor) -> Tensor:
+    """Mean of the start and end cross-entropies; positions outside the sequence are ignored (as HF)."""
+    L = start_logits.size(1)
+    start = F.cross_entropy(start_logits, start_positions.clamp(0, L), ignore_index=L)
+    end = F.cross_entropy(end_logits, end_positions.clamp(0, L), ignore_index=L)
+    return (start + end) / 2
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """Sentence classification: pooler tanh(W h_[CLS] + b), dropout, then a linear classifier."""
+
+    hf_architecture = "BertForSequenceClassification"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.drop = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        h = self.bert(input_ids, attention_mask, token_type_ids)[:, 0]  # [B, H], the [CLS] token
+        return self.classifier(self.drop(torch.tanh(self.pooler(h)))).float()  # [B, num_labels]
