@@ -1,0 +1,271 @@
+"""Paraphrase pairs: MSRP, PAWS and Quora readers (local official files or the Hub), clean-up,
+dedupe, a seeded held-out split, unlabeled text for denoising, seq2seq featurize/collate, and the
+paraphrase metrics (sacreBLEU, iBLEU, copy rate, length ratio).
+
+Follows T. Rajapakse, "BART for Paraphrasing with Simple Transformers" (2020): positive pairs of
+MSRP (Quality == 1), PAWS (label == 1) and Quora Question Pairs (is_duplicate == 1), with the
+tokenization spaces of the PTB-style files removed.
+"""
+import csv
+import json
+import random
+import re
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
+
+import sacrebleu
+import torch
+
+
+class Pair(NamedTuple):
+    source: str
+    target: str
+
+
+# ----------------------------------------------------------------------------- clean-up
+
+# Rules chosen from what the files contain: PAWS-QQP is PTB-tokenized (" ?" 26k times, " ," 7k,
+# " 's"/" 'm" 3k, "( x )" 1.6k, "`` x ''" quotes 1.4k, " n't" 1k, " :", " %", " !", "$ 5", " ;"),
+# MSRP is mostly raw text with a few " ." (". . ." ellipses) and " ,". BERT's WordPiece decoder
+# writes contractions as "don ' t".
+_RULES = [
+    (re.compile(r"``|''"), '"'),                                        # PTB quotes -> "
+    (re.compile(r" +([.,?!;:%)\]}])(?!\w)"), r"\1"),                    # "word ." -> "word."
+    (re.compile(r"([(\[{$]) +"), r"\1"),                                # "( word" -> "(word"
+    (re.compile(r" +(n't|'s|'m|'re|'ve|'ll|'d)\b", re.IGNORECASE), r"\1"),  # "do n't" -> "don't"
+    (re.compile(r"(\w) ' (t|s|m|re|ve|ll|d)\b", re.IGNORECASE), r"\1'\2"),  # WordPiece "don ' t"
+    (re.compile(r'(?<!\S)" ([^"]*?) "(?!\w)'), r'"\1"'),                # '" a b "' -> '"a b"'
+    (re.compile(r"(?<!\S)'([^' ][^']*?) '(?!\w)"), r"'\1'"),            # "'a b '" -> "'a b'"
+    (re.compile(r"\s+"), " "),
+]
+
+
+def clean_spaces(text: str) -> str:
+    """Remove the spaces a PTB-style tokenizer put before punctuation and contractions."""
+    for pattern, repl in _RULES:
+        text = pattern.sub(repl, text)
+    return text.strip()
+
+
+def normalize(text: str) -> str:
+    """Comparison form for the copy rate: cleaned, lowercased, single spaces."""
+    return clean_spaces(text).lower()
+
+
+def dedupe(pairs: Iterable[Pair], drop_copies: bool = True) -> list[Pair]:
+    """Keep the first of pairs equal after `normalize`; with drop_copies also drop pairs whose two
+    sides normalize to the same text (they would only teach the model to copy)."""
+    seen, out = set(), []
+    for p in pairs:
+        key = (normalize(p.source), normalize(p.target))
+        if key in seen or (drop_copies and key[0] == key[1]):
+            continue
+        seen.add(key)
+        out.append(p)
+    return out
+
+
+# ----------------------------------------------------------------------------- local readers
+
+MSRP_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+PAWS_HEADER = ["id", "sentence1", "sentence2", "label"]
+QUORA_HEADER = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+
+
+def _read_table(path, header: list[str], a: str, b: str, label: str, positive: str,
+                quoting: int, clean: bool) -> list[Pair]:
+    """Read a tab-separated file with an exact `header`; keep rows whose `label` column is
+    `positive`. Errors name the file, line and column."""
+    path = Path(path)
+    out = []
+    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops MSRP's BOM
+        rows = csv.reader(f, delimiter="\t", quoting=quoting)
+        got = next(rows, None)
+        if got != header:
+            raise ValueError(f"{path}: line 1: expected the header {header!r}, got {got!r}")
+        col = {name: i for i, name in enumerate(header)}
+        for row in rows:
+            if row == []:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}: line {rows.line_num}: expected {len(header)} "
+                                 f"tab-separated columns {header}, got {len(row)}")
+            value = row[col[label]].strip()
+            if value not in ("0", "1"):
+                raise ValueError(f"{path}: line {rows.line_num}: column {label!r}: "
+                                 f"expected 0 or 1, got {value!r}")
+            if value == positive:
+                s, t = row[col[a]], row[col[b]]
+                out.append(Pair(clean_spaces(s), clean_spaces(t)) if clean else Pair(s, t))
+    return out
+
+
+def read_msrp(path, clean: bool = True) -> list[Pair]:
+    """msr_paraphrase_{train,test}.txt: UTF-8 BOM, header `Quality #1 ID #2 ID #1 String #2 String`,
+    tab-separated, no quoting (quotes are text); pairs with Quality == 1."""
+    return _read_table(path, MSRP_HEADER, "#1 String", "#2 String", "Quality", "1",
+                       csv.QUOTE_NONE, clean)
+
+
+def read_paws(path, clean: bool = True) -> list[Pair]:
+    """PAWS-Wiki / PAWS-QQP {train,dev,test}.tsv: header `id sentence1 sentence2 label`, no
+    quoting; pairs with label == 1."""
+    return _read_table(path, PAWS_HEADER, "sentence1", "sentence2", "label", "1",
+                       csv.QUOTE_NONE, clean)
+
+
+def read_quora(path, clean: bool = True) -> list[Pair]:
+    """quora_duplicate_questions.tsv: header `id qid1 qid2 question1 question2 is_duplicate`;
+    fields with tabs, newlines or quotes are CSV-quoted; pairs with is_duplicate == 1."""
+    return _read_table(path, QUORA_HEADER, "question1", "question2", "is_duplicate", "1",
+                       csv.QUOTE_MINIMAL, clean)
+
+
+def load_local(data_dir, split: str) -> list[Pair]:
+    """Every known file of `split` under data_dir: msrp/msr_paraphrase_{train,test}.txt, any
+    folder holding PAWS {train,dev,test}.tsv (paws_wiki/, paws_qqp/, ...), and
+    quora_duplicate_questions.tsv (all train). Raises if none is found."""
+    data_dir = Path(data_dir)
+    if split not in ("train", "dev", "test"):
+        raise ValueError(f"split: expected 'train', 'dev' or 'test', got {split!r}")
+    pairs, found = [], []
+    msrp = data_dir / "msrp" / f"msr_paraphrase_{split}.txt"
+    if msrp.is_file():
+        found.append(msrp)
+        pairs += read_msrp(msrp)
+    for paws in sorted(data_dir.glob(f"*/{split}.tsv")):
+        found.append(paws)
+        pairs += read_paws(paws)
+    if split == "train":
+        for quora in sorted(data_dir.glob("**/quora_duplicate_questions.tsv")):
+            found.append(quora)
+            pairs += read_quora(quora)
+    if not found:
+        raise ValueError(f"{data_dir}: no {split} file found (expected msrp/msr_paraphrase_"
+                         f"{split}.txt, <paws folder>/{split}.tsv or quora_duplicate_questions.tsv)")
+    return pairs
+
+
+# ----------------------------------------------------------------------------- the Hub
+
+HUB = {  # name -> (dataset id, config, split names, row -> (source, target, is_positive))
+    "paws": ("google-research-datasets/paws", "labeled_final",
+             {"train": "train", "dev": "validation", "test": "test"},
+             lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
+    "mrpc": ("nyu-mll/glue", "mrpc", {"train": "train", "dev": "validation", "test": "test"},
+             lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
+    "quora": ("quora", None, {"train": "train"},
+              lambda r: (r["questions"]["text"][0], r["questions"]["text"][1], r["is_duplicate"])),
+}
+
+
+def load_hub(name: str, split: str, clean: bool = True) -> list[Pair]:
+    """Positive pairs of a Hub dataset: 'paws' (labeled_final), 'mrpc' (GLUE) or 'quora'."""
+    if name not in HUB:
+        raise ValueError(f"dataset: expected one of {sorted(HUB)}, got {name!r}")
+    repo, config, splits, row_fn = HUB[name]
+    if split not in splits:
+        raise ValueError(f"{name} has no {split!r} split (has {sorted(splits)})")
+    import datasets  # only here: the GPU machine lacks it
+
+    out = []
+    for row in datasets.load_dataset(repo, config, split=splits[split]):
+        s, t, positive = row_fn(row)
+        if positive:
+            out.append(Pair(clean_spaces(s), clean_spaces(t)) if clean else Pair(s, t))
+    return out
+
+
+# ----------------------------------------------------------------------------- splits, unlabeled text
+
+def split_heldout(pairs: list[Pair], n_heldout: int, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
+    """Seeded (train, heldout) split; heldout has n_heldout pairs, order otherwise kept."""
+    if not 0 <= n_heldout <= len(pairs):
+        raise ValueError(f"n_heldout: expected 0..{len(pairs)}, got {n_heldout}")
+    held = set(random.Random(seed).sample(range(len(pairs)), n_heldout))
+    return ([p for i, p in enumerate(pairs) if i not in held],
+            [p for i, p in enumerate(pairs) if i in held])
+
+
+def read_squad_contexts(path) -> list[str]:
+    """The paragraph contexts of an official SQuAD JSON file (v1.1 or v2.0)."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    try:
+        return [p["context"] for article in doc["data"] for p in article["paragraphs"]]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: expected SQuAD JSON data[].paragraphs[].context ({e!r})") from e
+
+
+def unlabeled_text(pairs: Iterable[Pair], squad_paths: Iterable = ()) -> Iterator[str]:
+    """Unique English text for denoising pre-training: both sides of every pair, then the SQuAD
+    contexts of each file in squad_paths."""
+    seen = set()
+    for text in (s for p in pairs for s in p):
+        if text not in seen:
+            seen.add(text)
+            yield text
+    for path in squad_paths:
+        for text in read_squad_contexts(path):
+            if text not in seen:
+                seen.add(text)
+                yield text
+
+
+# ----------------------------------------------------------------------------- featurize, collate
+
+def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids with the tokenizer's special tokens ([CLS] x [SEP] or <s> x </s>), cut to
+    max_length keeping the final end token."""
+    if max_length < 3:
+        raise ValueError(f"max_length: expected at least 3 (start, a token, end), got {max_length}")
+    return [e.ids if len(e.ids) <= max_length else e.ids[:max_length - 1] + e.ids[-1:]
+            for e in tokenizer.encode_batch(texts)]
+
+
+def to_labels(ids: list[int], decoder_start_token_id: int) -> list[int]:
+    """Decoder targets for tokenized text: without a leading decoder start token, since the model
+    shifts labels right behind it (a BERT warm start starts from [CLS]; BART from </s>, so its
+    labels keep <s>)."""
+    return ids[1:] if ids and ids[0] == decoder_start_token_id else ids
+
+
+def collate(sources: list[list[int]], labels: list[list[int]], pad_id: int) -> dict:
+    """Dynamic padding: input_ids, attention_mask [B, S] (pad_id, 0) and labels [B, T] (-100)."""
+    S, T = max(map(len, sources)), max(map(len, labels))
+    input_ids = torch.full((len(sources), S), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sources), S), dtype=torch.long)
+    out = torch.full((len(labels), T), -100, dtype=torch.long)
+    for i, (s, t) in enumerate(zip(sources, labels)):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        attention_mask[i, :len(s)] = 1
+        out[i, :len(t)] = torch.tensor(t)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": out}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def bleu(outputs: list[str], references: list[str], lowercase: bool = False) -> float:
+    """sacreBLEU corpus BLEU (13a tokenization) of outputs against one reference each."""
+    if len(outputs) != len(references):
+        raise ValueError(f"outputs and references: expected equal lengths, got "
+                         f"{len(outputs)} and {len(references)}")
+    return sacrebleu.corpus_bleu(outputs, [references], lowercase=lowercase).score
+
+
+def paraphrase_metrics(sources: list[str], references: list[str], outputs: list[str],
+                       lowercase: bool = False, alpha: float = 0.8) -> dict:
+    """BLEU against the reference and against the source, iBLEU (Sun & Zhou 2012:
+    alpha * BLEU(out, ref) - (1 - alpha) * BLEU(out, src)), the copy rate (output equals source
+    after `normalize`) and the mean length ratio len(output) / len(source) in words."""
+    if not len(sources) == len(references) == len(outputs) > 0:
+        raise ValueError(f"sources, references, outputs: expected equal non-zero lengths, got "
+                         f"{len(sources)}, {len(references)}, {len(outputs)}")
+    b_ref = bleu(outputs, references, lowercase)
+    b_src = bleu(outputs, sources, lowercase)
+    copies = sum(normalize(o) == normalize(s) for o, s in zip(outputs, sources))
+    ratios = [len(o.split()) / max(1, len(s.split())) for o, s in zip(outputs, sources)]
+    return {"bleu": b_ref, "self_bleu": b_src, "ibleu": alpha * b_ref - (1 - alpha) * b_src,
+            "copy_rate": copies / len(outputs), "length_ratio": sum(ratios) / len(ratios),
+            "n": len(outputs)}

@@ -1,0 +1,149 @@
+"""Fine-tune BERT on CoLA, following C. McCormick & N. Ryan, "BERT Fine-Tuning Tutorial with
+PyTorch" (2019, revised 2020): bert-base-uncased, max length 64, batch 32, AdamW lr 2e-5 eps 1e-8,
+linear decay without warmup, gradient clipping 1.0, 4 epochs, seed 42, a seeded 90/10 split of
+in_domain_train for validation, and the Matthews correlation on the 516 out-of-domain sentences
+(the tutorial's test set) and the 527 in-domain dev sentences.
+
+    python train_cola.py                                            # the tutorial, data from the Hub
+    python train_cola.py --model minilm --data-dir ../shared/data/cola/raw --output-dir results/cola
+"""
+import argparse
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from data.cola import collate, encode, load_hub, load_raw, matthews_corrcoef, train_val_split
+from minibert import BertForSequenceClassification, load_tokenizer
+from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit,
+                               pick_device, run_info, set_seed, to_device, write_json, write_text)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(p, model="bert-base-uncased", output_dir="out/cola", epochs=4, batch_size=32, lr=2e-5,
+                      weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
+    p.add_argument("--data-dir", help="folder with the raw CoLA tsv files (default: GLUE cola from the Hub)")
+    p.add_argument("--max-length", type=int, default=64, help="tokens per sentence, [CLS] and [SEP] included")
+    p.add_argument("--pad-to-max", action="store_true", help="pad every batch to --max-length (the tutorial)")
+    p.add_argument("--bucket", action="store_true", help="batch sentences of similar length (faster)")
+    args = p.parse_args(argv)
+    if args.max_length < 3:
+        p.error(f"argument --max-length: expected at least 3 ([CLS] token [SEP]), got {args.max_length}")
+    return args
+
+
+@torch.no_grad()
+def predict(model, ids: list[list[int]], labels: list[int], batch_size: int, pad_id: int, pad_to, device):
+    """-> (probabilities [N, 2] on the CPU, mean cross-entropy), batches in order."""
+    model.eval()
+    logits = []
+    for i in range(0, len(ids), batch_size):
+        b = to_device(collate(ids[i:i + batch_size], labels[i:i + batch_size], pad_id, pad_to), device)
+        with autocast(device):
+            logits.append(model(b["input_ids"], b["attention_mask"]).float())
+    logits = torch.cat(logits)  # [N, 2]
+    loss = F.cross_entropy(logits, torch.tensor(labels, device=logits.device)).item()
+    return logits.softmax(-1).cpu(), loss
+
+
+def main(argv=None) -> dict:
+    t0 = time.perf_counter()
+    args = parse_args(argv)
+    cfg = TrainConfig.from_args(args)
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    log = RunLog(args.output_dir, resume=args.resume)
+
+    splits = load_raw(args.data_dir) if args.data_dir else load_hub()
+    train, val = train_val_split(splits["train"], 0.1, args.seed)
+    tok = load_tokenizer(args.model)
+    pad_id = tok.token_to_id("[PAD]")
+    if pad_id is None:
+        raise ValueError(f"the tokenizer of {args.model} has no [PAD] token")
+    pad_to = args.max_length if args.pad_to_max else None
+    data = {name: (encode(tok, [e.sentence for e in exs], args.max_length), [e.label for e in exs])
+            for name, exs in [("train", train), ("val", val), ("in_domain_dev", splits["in_domain_dev"]),
+                              ("out_of_domain_dev", splits["out_of_domain_dev"])]}
+    model = BertForSequenceClassification.from_pretrained(args.model, num_labels=2).to(device)
+
+    train_ids, train_labels = data["train"]
+    lengths = [len(x) for x in train_ids] if args.bucket else None
+    steps_per_epoch = -(-len(train_ids) // args.batch_size)
+
+    def batches(epoch):
+        for idx in batch_indices(len(train_ids), args.batch_size, args.seed, epoch, lengths=lengths):
+            yield collate([train_ids[i] for i in idx], [train_labels[i] for i in idx], pad_id, pad_to)
+
+    def loss_fn(m, b):
+        return F.cross_entropy(m(b["input_ids"], b["attention_mask"]), b["labels"]), len(b["labels"])
+
+    def validate(epoch):
+        t = time.perf_counter()
+        probs, loss = predict(model, *data["val"], args.batch_size, pad_id, pad_to, device)
+        acc = (probs.argmax(-1) == torch.tensor(data["val"][1])).float().mean().item()
+        return {"val_loss": round(loss, 6), "val_accuracy": round(acc, 6),
+                "val_time_s": round(time.perf_counter() - t, 2)}
+
+    log.print(f"CoLA: {len(train)} train / {len(val)} validation sentences (seeded 90/10 split), "
+              f"{len(data['in_domain_dev'][0])} in-domain dev, {len(data['out_of_domain_dev'][0])} out-of-domain")
+    log.print(f"model {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} | "
+              f"lr {args.lr} | device {device} | padding {'fixed ' + str(pad_to) if pad_to else 'dynamic'}")
+    result = fit(model, cfg, batches, loss_fn, steps_per_epoch, on_epoch_end=validate, log=log,
+                 tokenizer_from=args.model)
+
+    log.print("\n| epoch | training loss | valid. loss | valid. accur. | training time | validation time |")
+    log.print("|---|---|---|---|---|---|")
+    for h in result["history"]:
+        log.print(f"| {h['epoch']}{' (partial)' if h['partial'] else ''} | {h['train_loss']:.4f} | "
+                  f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['epoch_time_s']:.1f} s | {h['val_time_s']:.1f} s |")
+
+    scores, out_probs = {}, None
+    for name in ("out_of_domain_dev", "in_domain_dev"):
+        ids, gold = data[name]
+        probs, loss = predict(model, ids, gold, args.batch_size, pad_id, pad_to, device)
+        pred = probs.argmax(-1).tolist()
+        scores[name] = {"mcc": round(matthews_corrcoef(gold, pred), 6), "loss": round(loss, 6),
+                        "accuracy": round(sum(g == p for g, p in zip(gold, pred)) / len(gold), 6), "n": len(gold)}
+        log.event("test", split=name, **scores[name])
+        log.print(f"{name}: MCC {scores[name]['mcc']:.3f} | accuracy {scores[name]['accuracy']:.3f} "
+                  f"| {len(gold)} sentences")
+        if name == "out_of_domain_dev":
+            out_probs, out_pred = probs, pred
+
+    ood, gold = splits["out_of_domain_dev"], data["out_of_domain_dev"][1]
+    write_text(f"{args.output_dir}/predictions_out_of_domain.tsv", "index\tlabel\tprediction\n" + "".join(
+        f"{i}\t{g}\t{p}\n" for i, (g, p) in enumerate(zip(gold, out_pred))))
+    picks = sorted(random.Random(args.seed).sample(range(len(ood)), min(5, len(ood))))
+    rows = [f"| {i} | {ood[i].sentence.replace('|', '/')} | {ood[i].label} | {out_pred[i]} | "
+            f"{out_probs[i, out_pred[i]].item():.3f} |" for i in picks]
+    write_text(f"{args.output_dir}/samples.md", "# CoLA samples (out-of-domain dev)\n\n"
+               f"Model: `{args.model}` fine-tuned by train_cola.py. Label 1 = acceptable, 0 = unacceptable; "
+               "probability = the model's probability of its prediction.\n\n"
+               "| row | sentence | gold | predicted | probability |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+    train_s = sum(h["epoch_time_s"] for h in result["history"])  # without validation
+    metrics = {"task": "cola", "model": args.model, "data": args.data_dir or "hub:nyu-mll/glue cola",
+               "sizes": {"train": len(train), "validation": len(val), "in_domain_dev": len(data["in_domain_dev"][0]),
+                         "out_of_domain_dev": len(ood)},
+               "mcc_out_of_domain": scores["out_of_domain_dev"]["mcc"], "mcc_in_domain": scores["in_domain_dev"]["mcc"],
+               "test": scores, "epochs": result["history"],
+               "protocol": {"max_length": args.max_length, "batch_size": args.batch_size, "lr": args.lr,
+                            "adam_eps": 1e-8, "weight_decay": args.weight_decay, "warmup_ratio": args.warmup_ratio,
+                            "max_grad_norm": args.max_grad_norm, "epochs": args.epochs, "seed": args.seed,
+                            "padding": f"fixed {pad_to}" if pad_to else "dynamic", "bucket": args.bucket,
+                            "max_steps": args.max_steps, "compile": args.compile},
+               "steps": result["step"], "train_time_s": round(train_s, 2),
+               "seconds_per_step": round(train_s / max(1, result["step"]), 4),
+               "wall_time_s": round(time.perf_counter() - t0, 2), "checkpoint": result["checkpoint"],
+               **run_info(device, None if argv is None else ["train_cola.py", *argv])}
+    write_json(f"{args.output_dir}/metrics.json", metrics)
+    log.print(f"wrote metrics.json, predictions_out_of_domain.tsv and samples.md to {args.output_dir} "
+              f"({metrics['wall_time_s']:.0f} s)")
+    log.close()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
