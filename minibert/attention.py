@@ -19,17 +19,26 @@ from torch import Tensor, nn
 
 def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
                        is_causal: bool = False, dropout_p: float = 0.0, impl: str = "sdpa") -> Tensor:
-    """q [B, H, Lq, D], k and v [B, H, Lk, D], mask bool [B|1, H|1, Lq|1, Lk] -> [B, H, Lq, D]."""
+    """q [B, H, Lq, D], k and v [B, H, Lk, D], mask bool [B|1, H|1, Lq|1, Lk] -> [B, H, Lq, D].
+
+    is_causal: query i sees keys 0 .. Lk - Lq + i (aligned bottom-right, as with a KV cache).
+    A query row with no visible key at all returns zeros, with zero gradients, in both paths.
+    """
+    if is_causal and (mask is not None or q.size(-2) != k.size(-2)):
+        # SDPA's own is_causal aligns top-left and ignores Lk > Lq: spell the mask out instead
+        causal = causal_mask(q.size(-2), k.size(-2), device=q.device)
+        mask, is_causal = (causal if mask is None else mask & causal), False
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # [B, H, Lq, Lk]
     if is_causal:
-        causal = causal_mask(q.size(-2), k.size(-2), device=q.device)
-        mask = causal if mask is None else mask & causal
+        mask = causal_mask(q.size(-2), k.size(-2), device=q.device)
+    if mask is not None:  # a finite fill keeps fully masked rows (and their gradients) free of NaN
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    probs = F.dropout(scores.softmax(dim=-1), p=dropout_p)
-    return probs @ v
+        probs = probs * mask.any(dim=-1, keepdim=True)  # fully masked rows -> 0, as SDPA
+    return F.dropout(probs, p=dropout_p) @ v
 
 
 def padding_mask(attention_mask: Tensor | None) -> Tensor | None:

@@ -100,10 +100,17 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it open()'s mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_checkpoint(folder: Path, config: dict, state_dict: dict[str, Tensor]) -> None:
@@ -191,10 +198,12 @@ class PretrainedMixin:
         model = cls(config)
         load_converted(model, cls.from_hf(read_state_dict(folder)), str(folder), cls.base_prefix,
                        cls.other_heads, model.own_heads)
-        return model.to(dtype)
+        return model.to(dtype).eval()  # as HF: dropout off until the caller asks for .train()
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        config = {**self.config.to_hf_dict(), "architectures": [self.hf_architecture], "torch_dtype": "float32"}
+        dtype = str(next(self.parameters()).dtype).removeprefix("torch.")  # transformers 5 reads "dtype"
+        config = {**self.config.to_hf_dict(), "architectures": [self.hf_architecture], "dtype": dtype,
+                  "torch_dtype": dtype}
         write_checkpoint(Path(folder), config, self.to_hf(self.state_dict()))
 
 
@@ -322,6 +331,10 @@ def load_tokenizer(name_or_path: str | os.PathLike):
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
         tok.decoder = decoders.WordPiece()
+        specials = [cfg.get(k) or d for k, d in (("pad_token", "[PAD]"), ("unk_token", "[UNK]"), ("cls_token", "[CLS]"),
+                                                 ("sep_token", "[SEP]"), ("mask_token", "[MASK]"))]
+        specials = [t["content"] if isinstance(t, dict) else t for t in specials]  # old configs store AddedToken dicts
+        tok.add_special_tokens([t for t in specials if tok.token_to_id(t) is not None])  # kept whole, skipped by decode
     elif (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
         tok = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

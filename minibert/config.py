@@ -38,9 +38,9 @@ class BertConfig:
             raise ValueError("config.json position_embedding_type must be 'absolute'")
         names = {f.name for f in fields(cls)} - {"extra", "num_labels", "attn_implementation"}
         kw = {k: v for k, v in d.items() if k in names}
-        if "id2label" in d:
-            kw["num_labels"] = len(d["id2label"])
-        extra = {k: v for k, v in d.items() if k not in names}
+        if "id2label" in d or "num_labels" in d:  # HF writes id2label; hand-written configs may say num_labels
+            kw["num_labels"] = len(d["id2label"]) if "id2label" in d else d["num_labels"]
+        extra = {k: v for k, v in d.items() if k not in names | {"num_labels"}}
         return cls(**kw, extra=extra)
 
     def to_hf_dict(self) -> dict:

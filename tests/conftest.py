@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the offline error path must fail
 from minibert import BertConfig, BertModel  # noqa: E402
 from minibert.checkpoint import copy_tokenizer_files  # noqa: E402
 
+# Every test model is tiny: extra threads gain nothing and spin-wait on a busy 2-core machine (3x slower).
+torch.set_num_threads(1)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 TINY_BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
