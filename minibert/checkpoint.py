@@ -341,6 +341,8 @@ def load_tokenizer(name_or_path: str | os.PathLike):
         tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
                                                           ("<s>", tok.token_to_id("<s>")), trim_offsets=True)
         tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens([t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+                                if tok.token_to_id(t) is not None])  # kept whole, skipped by decode
     else:
         raise FileNotFoundError(f"{folder} has no tokenizer: expected tokenizer.json, vocab.txt, "
                                 f"or vocab.json + merges.txt")

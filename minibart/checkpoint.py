@@ -1,0 +1,208 @@
+"""BART checkpoints: HF key maps, from_pretrained / save_pretrained, and the warm start from BERT.
+
+Weight conversion is a pure function between state dicts, driven by an explicit key map (HF name ->
+ours, "{}" standing for a layer index). HF's separate q/k/v projections are fused into our `qkv`
+(self-attention) and `kv` (cross-attention, keys and values of the encoder output) on the way in and
+split again on the way out. The generic pieces (finding, reading, writing a checkpoint, the load
+report) are minibert.checkpoint's.
+"""
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from minibert.checkpoint import (PretrainedMixin, atomic_write, bert_from_hf, fuse, load_converted, load_tokenizer,
+                                 read_config, read_state_dict, rename, resolve, unfuse)
+from minibert.config import BertConfig
+
+from .config import BartConfig
+
+_LAYER = {  # per layer, HF module name -> ours; weight and bias each
+    "self_attn.q_proj": "self_attn.q",  # q, k, v fused into self_attn.qkv
+    "self_attn.k_proj": "self_attn.k",
+    "self_attn.v_proj": "self_attn.v",
+    "self_attn.out_proj": "self_attn.out",
+    "self_attn_layer_norm": "self_attn_layer_norm",
+    "fc1": "fc1",
+    "fc2": "fc2",
+    "final_layer_norm": "final_layer_norm",
+}
+_CROSS = {  # decoder layers only
+    "encoder_attn.q_proj": "encoder_attn.q",
+    "encoder_attn.k_proj": "encoder_attn.k",  # k, v fused into encoder_attn.kv
+    "encoder_attn.v_proj": "encoder_attn.v",
+    "encoder_attn.out_proj": "encoder_attn.out",
+    "encoder_attn_layer_norm": "encoder_attn_layer_norm",
+}
+_STACK = ("embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias")
+EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+BART_KEY_MAP = {  # HF name without "model." -> ours (the same prefix rule applies to ours)
+    **{k: k for k in EMBEDDINGS},
+    **{f"{side}.{k}": f"{side}.{k}" for side in ("encoder", "decoder") for k in _STACK},
+    **{f"encoder.layers.{{}}.{hf}.{p}": f"encoder.layers.{{}}.{ours}.{p}"
+       for hf, ours in _LAYER.items() for p in ("weight", "bias")},
+    **{f"decoder.layers.{{}}.{hf}.{p}": f"decoder.layers.{{}}.{ours}.{p}"
+       for hf, ours in {**_LAYER, **_CROSS}.items() for p in ("weight", "bias")},
+}
+BART_IGNORED = re.compile(r"^((encoder|decoder)\.version|.*position_ids)$")  # fairseq / HF leftovers
+
+
+def _fuse_attention(state: dict) -> dict:
+    self_attn = {k: v for k, v in state.items() if ".self_attn." in k}
+    cross = {k: v for k, v in state.items() if ".encoder_attn." in k}
+    rest = {k: v for k, v in state.items() if k not in self_attn and k not in cross}
+    return {**rest, **fuse(self_attn, ("q", "k", "v"), "qkv"), **fuse(cross, ("k", "v"), "kv")}
+
+
+def bart_from_hf(state_dict: dict[str, Tensor], tie_word_embeddings: bool = True) -> dict[str, Tensor]:
+    """HF BART state dict ("model."-prefixed or bare) -> ours, keeping the prefix style.
+
+    Token embeddings: tied, every embedding (shared, encoder, decoder, lm_head) takes the first of
+    them the checkpoint holds; untied, each takes its own and falls back to that one. A missing
+    final_logits_bias is zeros (HF ignores it too). Unknown keys pass through for the load report.
+    """
+    out, prefix = {}, ""
+    for key, value in state_dict.items():
+        bare = key.removeprefix("model.")
+        if bare != key:
+            prefix = "model."
+        if BART_IGNORED.match(bare):
+            continue
+        new = rename(bare, BART_KEY_MAP)
+        out[key if new is None else key[: len(key) - len(bare)] + new] = value
+    names = [prefix + k for k in EMBEDDINGS] + ["lm_head.weight"]
+    present = [n for n in names if n in out]
+    if present:
+        for n in names:
+            out[n] = out[present[0]] if tie_word_embeddings else out.get(n, out[present[0]])
+        out.setdefault("final_logits_bias", out[present[0]].new_zeros(1, out[present[0]].size(0)))
+    return _fuse_attention(out)
+
+
+def bart_to_hf(state_dict: dict[str, Tensor], tie_word_embeddings: bool = True) -> dict[str, Tensor]:
+    """Ours -> HF names. Tied, only `shared` is written, as HF does (safetensors refuses shared tensors)."""
+    inverse = {v: k for k, v in BART_KEY_MAP.items()}
+    state = unfuse(unfuse(state_dict, "qkv", ("q", "k", "v")), "kv", ("k", "v"))
+    out = {}
+    for key, value in state.items():
+        bare = key.removeprefix("model.")
+        new = rename(bare, inverse)
+        out[key if new is None else key[: len(key) - len(bare)] + new] = value
+    if tie_word_embeddings:
+        prefix = "model." if any(k.startswith("model.") for k in out) else ""
+        for k in (prefix + "encoder.embed_tokens.weight", prefix + "decoder.embed_tokens.weight", "lm_head.weight"):
+            out.pop(k, None)
+    return out
+
+
+def read_generation_config(folder: Path) -> dict:
+    path = Path(folder) / "generation_config.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+class BartPretrainedMixin(PretrainedMixin):
+    """minibert's from_pretrained / save_pretrained, plus generation_config.json and tied embeddings."""
+
+    base_prefix = "model."
+    other_heads = ("lm_head.", "final_logits_bias", "classification_head.", "qa_outputs.")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, dtype: torch.dtype = torch.float32, **config_overrides):
+        folder = resolve(name_or_path)
+        config = BartConfig.from_hf_dict(read_config(folder), read_generation_config(folder))
+        try:
+            config = dataclasses.replace(config, **config_overrides)
+        except TypeError as e:
+            raise ValueError(f"unknown config override for BartConfig: {e}") from None
+        model = cls(config)
+        state = bart_from_hf(read_state_dict(folder), config.tie_word_embeddings)
+        load_converted(model, state, str(folder), cls.base_prefix, cls.other_heads, model.own_heads)
+        return model.to(dtype)
+
+    def to_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        return bart_to_hf(state_dict, self.config.tie_word_embeddings)
+
+    def save_pretrained(self, folder) -> None:
+        """config.json and model.safetensors (HF names), then generation_config.json, each atomic."""
+        super().save_pretrained(folder)
+        text = json.dumps(self.config.to_generation_dict(), indent=2) + "\n"
+        atomic_write(Path(folder) / "generation_config.json", lambda p: Path(p).write_text(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm start from BERT (Rothe et al. 2020, "Leveraging Pre-trained Checkpoints for Sequence
+# Generation Tasks"): BERT's weights in both the encoder and the decoder.
+# ---------------------------------------------------------------------------------------------
+
+def bart_config_from_bert(bert: BertConfig, cls_id: int, sep_id: int, pad_id: int) -> BartConfig:
+    """BERT's sizes, vocabulary, dropout and LayerNorm eps; [CLS] / [SEP] / [PAD] as bos / eos / pad.
+
+    The decoder starts from [CLS]: it then reads "[CLS] w1 w2 ..." exactly as BERT read its inputs,
+    and learns to end with [SEP]. Targets (labels) are therefore the BERT token ids without their
+    leading [CLS] ("w1 w2 ... [SEP]").
+    """
+    return BartConfig(
+        vocab_size=bert.vocab_size, max_position_embeddings=bert.max_position_embeddings, d_model=bert.hidden_size,
+        encoder_layers=bert.num_hidden_layers, decoder_layers=bert.num_hidden_layers,
+        encoder_attention_heads=bert.num_attention_heads, decoder_attention_heads=bert.num_attention_heads,
+        encoder_ffn_dim=bert.intermediate_size, decoder_ffn_dim=bert.intermediate_size,
+        dropout=bert.hidden_dropout_prob, attention_dropout=bert.attention_probs_dropout_prob,
+        init_std=bert.initializer_range, layer_norm_eps=bert.layer_norm_eps,
+        pad_token_id=pad_id, bos_token_id=cls_id, eos_token_id=sep_id,
+        decoder_start_token_id=cls_id, forced_eos_token_id=sep_id, attn_implementation=bert.attn_implementation)
+
+
+def bert_to_bart_state(bert: dict[str, Tensor], n_layers: int) -> dict[str, Tensor]:
+    """Our BERT state dict (minibert names, bare or "bert."-prefixed) -> our BART state dict.
+
+    Both sides: word embeddings (shared, tied to the LM head), positions with BERT's token-type-0
+    embedding folded in (BART has no token types) placed after BART's 2 offset rows, the embedding
+    LayerNorm, and per layer self-attention, its LayerNorm, the FFN and its LayerNorm. Decoder
+    cross-attention starts as a copy of the same layer's self-attention (query from q, keys/values
+    from k, v) with the attention-output LayerNorm. final_logits_bias starts at zero.
+    """
+    b = {k.removeprefix("bert."): v for k, v in bert.items()}
+    word = b["embeddings.word.weight"]
+    pos = b["embeddings.position.weight"] + b["embeddings.token_type.weight"][0]  # [P, D]
+    positions = torch.cat([pos.new_zeros(2, pos.size(1)), pos])  # rows 0, 1: BART's offset, never read
+    out = {f"model.{k}": word for k in EMBEDDINGS} | {"lm_head.weight": word,
+                                                     "final_logits_bias": word.new_zeros(1, word.size(0))}
+    for side in ("encoder", "decoder"):
+        out[f"model.{side}.embed_positions.weight"] = positions
+        out[f"model.{side}.layernorm_embedding.weight"] = b["embeddings.norm.weight"]
+        out[f"model.{side}.layernorm_embedding.bias"] = b["embeddings.norm.bias"]
+    layer = {"attn.qkv": "self_attn.qkv", "attn.out": "self_attn.out", "attn_norm": "self_attn_layer_norm",
+             "ffn.up": "fc1", "ffn.down": "fc2", "ffn_norm": "final_layer_norm"}
+    cross = {"attn.out": "encoder_attn.out", "attn_norm": "encoder_attn_layer_norm"}
+    for i in range(n_layers):
+        for p in ("weight", "bias"):
+            for ours, bart in layer.items():
+                for side in ("encoder", "decoder"):
+                    out[f"model.{side}.layers.{i}.{bart}.{p}"] = b[f"layers.{i}.{ours}.{p}"]
+            for ours, bart in cross.items():
+                out[f"model.decoder.layers.{i}.{bart}.{p}"] = b[f"layers.{i}.{ours}.{p}"]
+            q, kv = b[f"layers.{i}.attn.qkv.{p}"].tensor_split([word.size(1)])
+            out[f"model.decoder.layers.{i}.encoder_attn.q.{p}"] = q
+            out[f"model.decoder.layers.{i}.encoder_attn.kv.{p}"] = kv
+    return out
+
+
+def bart_from_bert(folder: Path) -> tuple[BartConfig, dict[str, Tensor]]:
+    """A BERT checkpoint folder -> (BartConfig, our BART state dict) for the warm start."""
+    bert_config = BertConfig.from_hf_dict(read_config(folder))
+    tok = load_tokenizer(folder)
+    ids = {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
+    if None in ids.values():
+        raise ValueError(f"the tokenizer of {folder} lacks {[t for t, i in ids.items() if i is None]}: "
+                         f"a BERT warm start needs [CLS], [SEP] and [PAD]")
+    state = bert_to_bart_state(bert_from_hf(read_state_dict(folder)), bert_config.num_hidden_layers)
+    return bart_config_from_bert(bert_config, ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]), state

@@ -1,0 +1,332 @@
+"""Generation with transformers' semantics: greedy, multinomial sampling, beam search, beam sampling.
+
+The encoder runs once; every step feeds the last token of each sequence through the decoder with a
+key/value cache. Scores are shaped by small pure functions (HF's logits processors, in HF's order),
+and beam search keeps its hypotheses in one tensor structure (`Beams`), per source and in lock step,
+exactly as transformers' vectorized beam search does, so both return the same token ids.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import GENERATION_DEFAULTS, BartConfig
+
+TOKENS = ("decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every generation argument, resolved: the caller's value, else the config's, else HF's default."""
+    max_length: int  # total length, decoder start token included
+    min_length: int
+    num_beams: int
+    length_penalty: float
+    early_stopping: bool | str
+    no_repeat_ngram_size: int
+    do_sample: bool
+    top_k: int
+    top_p: float
+    temperature: float
+    num_return_sequences: int
+    decoder_start_token_id: int
+    forced_bos_token_id: int | None
+    forced_eos_token_id: int | None
+    eos_token_id: int | None
+    pad_token_id: int
+
+
+def resolve_settings(config: BartConfig, **kwargs) -> Settings:
+    """Merge arguments with the config's generation defaults and check them (ValueError names the argument)."""
+    unknown = set(kwargs) - set(GENERATION_DEFAULTS) - set(TOKENS)
+    if unknown:
+        raise ValueError(f"generate() got unknown arguments {sorted(unknown)}; it accepts "
+                         f"{sorted(set(GENERATION_DEFAULTS) | set(TOKENS))}")
+
+    def pick(name):
+        for value in (kwargs.get(name), getattr(config, name), GENERATION_DEFAULTS.get(name)):
+            if value is not None:
+                return value
+
+    g = {name: pick(name) for name in (*GENERATION_DEFAULTS, *TOKENS)}
+    max_new_tokens = g.pop("max_new_tokens")
+    start_length = 1
+    if max_new_tokens is not None:  # wins over max_length, as in transformers
+        if max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be > 0, got {max_new_tokens}")
+        g["max_length"] = max_new_tokens + start_length
+    elif kwargs.get("max_length") is None and config.max_length is None:  # HF: 20 new tokens, within the positions
+        g["max_length"] = min(g["max_length"] + start_length, config.max_position_embeddings)
+    s = Settings(**g, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
+    _check(s, start_length, config.vocab_size)
+    return s
+
+
+def _check(s: Settings, start_length: int, vocab_size: int) -> None:
+    if s.max_length <= start_length:
+        raise ValueError(f"max_length ({s.max_length}) must exceed the decoder start length ({start_length})")
+    for name in ("min_length", "no_repeat_ngram_size", "top_k"):
+        if not isinstance(getattr(s, name), int) or getattr(s, name) < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {getattr(s, name)!r}")
+    for name in ("num_beams", "num_return_sequences"):
+        if not isinstance(getattr(s, name), int) or getattr(s, name) < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {getattr(s, name)!r}")
+    if not 0 < s.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {s.top_p}")
+    if not s.temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {s.temperature} (for greedy decoding use do_sample=False)")
+    if s.early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {s.early_stopping!r}")
+    if s.num_return_sequences > 1 and s.num_beams == 1 and not s.do_sample:
+        raise ValueError(f"num_return_sequences ({s.num_return_sequences}) > 1 needs num_beams > 1 or do_sample=True")
+    if s.num_beams > 1 and s.num_return_sequences > s.num_beams:
+        raise ValueError(f"num_return_sequences ({s.num_return_sequences}) must be <= num_beams ({s.num_beams})")
+    for name in TOKENS:
+        token = getattr(s, name)
+        if token is not None and not 0 <= token < vocab_size:
+            raise ValueError(f"{name} {token} is not a token id of a {vocab_size}-word vocabulary")
+
+
+# ---------------------------------------------------------------------------------------------
+# Logits processors: (ids [N, t], scores [N, V]) -> scores, in transformers' order
+# ---------------------------------------------------------------------------------------------
+
+def no_repeat_ngram(ids: Tensor, scores: Tensor, n: int) -> Tensor:
+    """Ban every token that would complete an n-gram already present in the sequence."""
+    if ids.size(1) < n:
+        return scores
+    prefix = ids[:, ids.size(1) + 1 - n:]  # the n-1 last tokens [N, n-1]
+    windows = ids.unfold(1, n, 1)  # all n-grams [N, t-n+1, n]
+    hits = (windows[..., :-1] == prefix[:, None]).all(-1)  # n-grams starting with the prefix
+    V = scores.size(-1)
+    banned = scores.new_zeros(scores.size(0), V + 1, dtype=torch.bool)  # column V: a sink for non-hits
+    banned.scatter_(1, torch.where(hits, windows[..., -1].clamp(max=V), V), True)
+    return scores.masked_fill(banned[:, :V], -math.inf)
+
+
+def min_length(ids: Tensor, scores: Tensor, length: int, eos: int) -> Tensor:
+    """No EOS before the sequence (start token included) is `length` long."""
+    if ids.size(1) < length:
+        scores = scores.clone()
+        scores[:, eos] = -math.inf
+    return scores
+
+
+def force_token(scores: Tensor, token: int) -> Tensor:
+    forced = torch.full_like(scores, -math.inf)
+    forced[:, token] = 0
+    return forced
+
+
+def top_k_filter(scores: Tensor, k: int, keep: int = 1) -> Tensor:
+    """Keep the k best scores (at least `keep`), and their ties."""
+    k = min(max(k, keep), scores.size(-1))
+    return scores.masked_fill(scores < scores.topk(k)[0][..., -1:], -math.inf)
+
+
+def top_p_filter(scores: Tensor, p: float, keep: int = 1) -> Tensor:
+    """Nucleus (Holtzman et al. 2020): keep the smallest set of best tokens whose probability reaches p."""
+    sorted_scores, order = scores.sort(descending=False)
+    remove = sorted_scores.softmax(-1).cumsum(-1) <= 1 - p  # the low tail holding at most 1 - p
+    remove[..., -keep:] = False
+    return scores.masked_fill(remove.scatter(1, order, remove), -math.inf)
+
+
+def process(ids: Tensor, scores: Tensor, s: Settings) -> Tensor:
+    """All processors the settings ask for; the sampling warpers only when sampling."""
+    t = ids.size(1)
+    if s.no_repeat_ngram_size > 0:
+        scores = no_repeat_ngram(ids, scores, s.no_repeat_ngram_size)
+    if s.min_length > 0 and s.eos_token_id is not None:
+        scores = min_length(ids, scores, s.min_length, s.eos_token_id)
+    if s.forced_bos_token_id is not None and t == 1:
+        scores = force_token(scores, s.forced_bos_token_id)
+    if s.forced_eos_token_id is not None and t == s.max_length - 1:
+        scores = force_token(scores, s.forced_eos_token_id)
+    if s.do_sample:
+        keep = 2 if s.num_beams > 1 else 1  # beams keep one token besides EOS to continue with
+        if s.temperature != 1.0:
+            scores = scores / s.temperature
+        if s.top_k != 0:
+            scores = top_k_filter(scores, s.top_k, keep)
+        if s.top_p < 1.0:
+            scores = top_p_filter(scores, s.top_p, keep)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+def next_token_logits(model, ids: Tensor, cache) -> Tensor:
+    """One decoder step: the last token of each sequence [N, t] -> float32 logits [N, V]."""
+    return model.decode(ids[:, -1:], cache)[:, -1].float()
+
+
+def greedy_or_sample(model, cache, ids: Tensor, s: Settings) -> Tensor:
+    """One sequence per row: argmax or a sample each step; finished rows continue with padding."""
+    unfinished = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
+    while True:
+        scores = process(ids, next_token_logits(model, ids, cache), s)
+        token = torch.multinomial(scores.softmax(-1), 1)[:, 0] if s.do_sample else scores.argmax(-1)
+        if s.eos_token_id is not None:
+            token = torch.where(unfinished, token, s.pad_token_id)
+            unfinished &= token != s.eos_token_id
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        if ids.size(1) >= s.max_length or not unfinished.any():
+            return ids
+
+
+@dataclass
+class Beams:
+    """Beam search state for B sources x K beams.
+
+    Open hypotheses: `seqs` [B, K, max_length] and their summed log-probabilities `scores` [B, K],
+    best first. Finished ones: `done_seqs`, `done_scores` (length-penalized: sum / length**alpha),
+    `done` (a real hypothesis, not a placeholder) and `done_len` (generated tokens), all [B, K].
+    `improvable` [B, 1]: whether an open beam may still beat the worst finished one.
+    """
+    seqs: Tensor
+    scores: Tensor
+    done_seqs: Tensor
+    done_scores: Tensor
+    done: Tensor
+    done_len: Tensor
+    improvable: Tensor
+
+    @classmethod
+    def start(cls, ids: Tensor, K: int, max_length: int, fill: int) -> "Beams":
+        """ids [B*K, t]: K copies of each start; only the first copy is live at first."""
+        B, t = ids.size(0) // K, ids.size(1)
+        seqs = ids.new_full((B, K, max_length), fill)
+        seqs[:, :, :t] = ids.view(B, K, t)
+        scores = torch.zeros(B, K, device=ids.device)
+        scores[:, 1:] = -1e9
+        return cls(seqs, scores, seqs.clone(), torch.full_like(scores, -1e9),
+                   torch.zeros(B, K, dtype=torch.bool, device=ids.device), torch.zeros_like(seqs[..., 0]),
+                   torch.ones(B, 1, dtype=torch.bool, device=ids.device))
+
+
+def gather_beams(x: Tensor, index: Tensor) -> Tensor:
+    """x [B, K, ...], index [B, K'] -> x[b, index[b, k]] [B, K', ...]."""
+    return x.take_along_dim(index.view(*index.shape, *[1] * (x.dim() - 2)), dim=1)
+
+
+def merge_beams(old: Tensor, new: Tensor, index: Tensor) -> Tensor:
+    """old [B, K, ...] and new [B, K', ...] side by side, then the rows `index` [B, K] of that."""
+    return gather_beams(torch.cat((old, new), dim=1), index)
+
+
+def select_candidates(scores: Tensor, n: int, do_sample: bool) -> tuple[Tensor, Tensor]:
+    """scores [B, K*V] -> the n best (or n sampled without replacement, best first) scores and indices."""
+    if not do_sample:
+        return scores.topk(n)
+    index = torch.multinomial(scores.softmax(-1), n)
+    top, order = scores.gather(1, index).sort(dim=-1, descending=True)
+    return top, index.gather(1, order)
+
+
+def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Settings) -> tuple[Beams, Tensor, bool]:
+    """Extend every beam by one token (Beams at length t -> t + 1).
+
+    log_probs [B, K, V] are the processed next-token log-probabilities. The 2K best continuations
+    per source (so that K stay open even if K end here) are split: those that end (EOS or
+    max_length) may enter the finished list if among the top K, the best K others stay open.
+    Returns the new beams, per new open beam the flat row it came from (for the cache), and whether
+    every continuation ended (nothing left to extend).
+    """
+    B, K, V = log_probs.shape
+    total = (log_probs + beams.scores[:, :, None]).view(B, K * V)
+    cand_scores, cand = select_candidates(total, 2 * K, s.do_sample)  # [B, 2K]
+    origin, token = cand // V, cand % V
+    cand_seqs = gather_beams(beams.seqs, origin)
+    cand_seqs[:, :, t] = token
+    ends = torch.full_like(token, t + 1 >= s.max_length, dtype=torch.bool)
+    if s.eos_token_id is not None:
+        ends |= token == s.eos_token_id
+
+    # open beams: the best K continuations that did not end
+    open_scores = cand_scores + ends.to(torch.float32) * -1.0e9
+    keep = open_scores.topk(K)[1]
+    flat_origin = (gather_beams(origin, keep) + torch.arange(B, device=cand.device)[:, None] * K).flatten()
+
+    # finished: merge the ended top-K continuations into the K best finished so far
+    ended = ends & (torch.arange(2 * K, device=cand.device) < K)
+    final = cand_scores / ((t + 1 - prompt_len) ** s.length_penalty)
+    final += (beams.done.all(-1, keepdim=True) & (s.early_stopping is True)).to(torch.float32) * -1.0e9
+    final += (~beams.improvable).to(torch.float32) * -1.0e9
+    final += (~ended) * -1.0e9
+    best = torch.cat((beams.done_scores, final), dim=1).topk(K)[1]
+    length = torch.full_like(token, t + 1 - prompt_len)
+    beams = Beams(seqs=gather_beams(cand_seqs, keep), scores=gather_beams(open_scores, keep),
+                  done_seqs=merge_beams(beams.done_seqs, cand_seqs, best),
+                  done_scores=merge_beams(beams.done_scores, final, best),
+                  done=merge_beams(beams.done, ended, best), done_len=merge_beams(beams.done_len, length, best),
+                  improvable=beams.improvable)
+    return beams, flat_origin, bool(ends.all())
+
+
+def still_improvable(beams: Beams, t: int, prompt_len: int, s: Settings) -> Tensor:
+    """HF's early-stop heuristic at length t: can the best open beam still beat the worst finished one?
+
+    early_stopping=False assumes the best open beam ends now; "never" with a positive length
+    penalty assumes it ends at max_length (the best it could do); a source without K finished
+    hypotheses is always improvable.
+    """
+    length = (s.max_length if s.early_stopping == "never" and s.length_penalty > 0.0 else t) - prompt_len
+    best_open = beams.scores[:, :1] / (length ** s.length_penalty)
+    worst_done = torch.where(beams.done, beams.done_scores.min(dim=1, keepdim=True)[0], -1.0e9)
+    return beams.improvable & (best_open > worst_done).any(-1, keepdim=True)
+
+
+def beam_search(model, cache, ids: Tensor, s: Settings) -> Tensor:
+    """Beam search (and beam sampling with do_sample) over ids [B*K, t], K = num_beams."""
+    K, t = s.num_beams, ids.size(1)
+    prompt_len = t
+    # transformers fills unused positions with `pad or eos` (a pad id of 0 gives eos), -1 without eos
+    fill = (s.pad_token_id or s.eos_token_id) if s.eos_token_id is not None else -1
+    beams = Beams.start(ids, K, s.max_length, fill)
+    B = beams.seqs.size(0)
+    while True:
+        flat = beams.seqs[:, :, :t].flatten(0, 1)  # [B*K, t]
+        log_probs = process(flat, F.log_softmax(next_token_logits(model, flat, cache), dim=-1), s)
+        beams, origin, all_ended = beam_step(beams, log_probs.view(B, K, -1), t, prompt_len, s)
+        cache.reorder(origin)
+        t += 1
+        beams.improvable = still_improvable(beams, t, prompt_len, s)
+        all_done = s.early_stopping is True and bool(beams.done.all())
+        if all_ended or all_done or not beams.improvable.any():
+            break
+    n = s.num_return_sequences
+    return beams.done_seqs[:, :n].flatten(0, 1)[:, :prompt_len + int(beams.done_len[:, :n].max())]
+
+
+@torch.no_grad()
+def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
+    """Token ids [B * num_return_sequences, T], each row starting with the decoder start token and
+    padded with pad_token_id, as `transformers`' generate returns for the same weights and arguments
+    (so, like it, beam search pads with eos_token_id when pad_token_id is 0).
+
+    Arguments (default: the model config's generation settings, else transformers' defaults):
+    max_length, max_new_tokens, min_length, num_beams, length_penalty, early_stopping (True, False
+    or "never"), no_repeat_ngram_size, do_sample, top_k, top_p, temperature, num_return_sequences,
+    decoder_start_token_id, forced_bos_token_id, forced_eos_token_id.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}")
+    s = resolve_settings(model.config, **kwargs)
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None  # nothing padded: no mask, the fast attention kernels
+    copies = max(s.num_beams, s.num_return_sequences)
+    memory = model.encode(input_ids, attention_mask).repeat_interleave(copies, dim=0)
+    if attention_mask is not None:
+        attention_mask = attention_mask.repeat_interleave(copies, dim=0)
+    cache = model.new_cache(memory, attention_mask, max_len=s.max_length - 1)
+    ids = input_ids.new_full((memory.size(0), 1), s.decoder_start_token_id)
+    if s.num_beams == 1:
+        return greedy_or_sample(model, cache, ids, s)
+    return beam_search(model, cache, ids, s)

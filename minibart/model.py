@@ -1,0 +1,291 @@
+"""BART (Lewis et al. 2020, "BART: Denoising Sequence-to-Sequence Pre-training"): a post-LN
+Transformer encoder-decoder (Vaswani et al. 2017) with learned positions and a tied LM head.
+
+Every sub-layer is x = LayerNorm(x + Dropout(Sublayer(x))). The decoder adds cross-attention to the
+encoder output between its self-attention and its FFN, and keeps a key/value cache for generation.
+"""
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minibert.attention import CrossAttention, SelfAttention, padding_mask
+from minibert.checkpoint import resolve
+
+from .checkpoint import BartPretrainedMixin, bart_from_bert
+from .config import BartConfig
+
+POSITION_OFFSET = 2  # BART's position table has 2 extra leading rows; position p uses row p + 2
+
+
+def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
+    """Teacher forcing inputs: [start, y_0, ..., y_{T-2}], with the loss's -100 replaced by padding (as HF)."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def seq2seq_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean token cross-entropy over labels != -100 (HF's loss): logits [B, T, V], labels [B, T]."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
+
+@dataclass
+class KVCache:
+    """The decoder's keys and values during generation.
+
+    Self-attention: one preallocated buffer per layer for keys and one for values, [B, H, max_len, Dh];
+    positions [0, pos) are filled and each step writes at `pos`. Cross-attention: the encoder output's
+    keys and values per layer, [B, H, S, Dh], computed once per source, and its padding mask.
+    The buffers never change shape or address, so a static-shape decode step (torch.compile, CUDA
+    graphs) can attend over all max_len positions with the mask `arange(max_len) < pos + 1` instead
+    of slicing.
+    """
+    self_k: list[Tensor]
+    self_v: list[Tensor]
+    cross_k: list[Tensor]
+    cross_v: list[Tensor]
+    memory_mask: Tensor | None  # bool [B, 1, 1, S], or None when the source has no padding
+    pos: int = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.self_k[0].size(2)
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v [B, H, T, Dh] at positions pos .. pos+T-1; return the keys and values of 0 .. pos+T-1."""
+        end = self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KVCache holds {self.max_len} positions, cannot write up to {end}")
+        self.self_k[layer][:, :, self.pos:end] = k
+        self.self_v[layer][:, :, self.pos:end] = v
+        return self.self_k[layer][:, :, :end], self.self_v[layer][:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        """Beam search: batch row i takes the self-attention history of row index[i], in place.
+
+        `index` only permutes rows among the copies of one source, so the cross-attention keys,
+        values and mask, identical across those copies, stay as they are.
+        """
+        for buf in self.self_k + self.self_v:
+            buf[:, :, :self.pos] = buf[:, :, :self.pos].index_select(0, index)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, c: BartConfig):
+        super().__init__()
+        self.self_attn = SelfAttention(c.d_model, c.encoder_attention_heads, c.attention_dropout, c.attn_implementation)
+        self.self_attn_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.fc1 = nn.Linear(c.d_model, c.encoder_ffn_dim)
+        self.fc2 = nn.Linear(c.encoder_ffn_dim, c.d_model)
+        self.final_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.drop, self.act_drop = nn.Dropout(c.dropout), nn.Dropout(c.activation_dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        x = self.self_attn_layer_norm(x + self.drop(self.self_attn(x, mask)))
+        return self.final_layer_norm(x + self.drop(self.fc2(self.act_drop(F.gelu(self.fc1(x))))))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, c: BartConfig):
+        super().__init__()
+        self.self_attn = SelfAttention(c.d_model, c.decoder_attention_heads, c.attention_dropout, c.attn_implementation)
+        self.self_attn_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.encoder_attn = CrossAttention(c.d_model, c.decoder_attention_heads, c.attention_dropout,
+                                           c.attn_implementation)
+        self.encoder_attn_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.fc1 = nn.Linear(c.d_model, c.decoder_ffn_dim)
+        self.fc2 = nn.Linear(c.decoder_ffn_dim, c.d_model)
+        self.final_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.drop, self.act_drop = nn.Dropout(c.dropout), nn.Dropout(c.activation_dropout)
+
+    def forward(self, x: Tensor, memory_k: Tensor, memory_v: Tensor, memory_mask: Tensor | None,
+                cache: KVCache | None = None, index: int = 0) -> Tensor:
+        """x [B, T, D]; memory_k/v [B, H, S, Dh]; with a cache, x holds the T positions after cache.pos."""
+        q, k, v = self.self_attn.project(x)
+        if cache is not None:
+            k, v = cache.write(index, k, v)
+        # one new query sees every cached key: no mask; several are causal (bottom-right aligned)
+        h = self.self_attn.attend(q, k, v, is_causal=q.size(2) > 1)
+        x = self.self_attn_layer_norm(x + self.drop(h))
+        x = self.encoder_attn_layer_norm(x + self.drop(self.encoder_attn(x, memory_k, memory_v, memory_mask)))
+        return self.final_layer_norm(x + self.drop(self.fc2(self.act_drop(F.gelu(self.fc1(x))))))
+
+
+class _Stack(nn.Module):
+    """What the encoder and decoder share: token embedding, learned positions, embedding LayerNorm."""
+
+    def __init__(self, c: BartConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.embed_tokens = embed_tokens
+        self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
+        self.embed_positions = nn.Embedding(c.max_position_embeddings + POSITION_OFFSET, c.d_model)
+        self.layernorm_embedding = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.drop = nn.Dropout(c.dropout)
+
+    def embed(self, input_ids: Tensor, start: int = 0) -> Tensor:
+        """ids [B, T] at positions start .. start+T-1 -> [B, T, D]."""
+        end = start + input_ids.size(1)
+        if end > self.embed_positions.num_embeddings - POSITION_OFFSET:
+            raise ValueError(f"position {end - 1} is beyond max_position_embeddings "
+                             f"{self.embed_positions.num_embeddings - POSITION_OFFSET}")
+        x = self.embed_tokens(input_ids) * self.embed_scale
+        x = x + self.embed_positions.weight[start + POSITION_OFFSET:end + POSITION_OFFSET]
+        return self.drop(self.layernorm_embedding(x))
+
+
+class BartEncoder(_Stack):
+    """ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) -> hidden states [B, S, D]."""
+
+    def __init__(self, c: BartConfig, embed_tokens: nn.Embedding):
+        super().__init__(c, embed_tokens)
+        self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.encoder_layers))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        mask = padding_mask(attention_mask)  # [B, 1, 1, S] or None
+        x = self.embed(input_ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class BartDecoder(_Stack):
+    """Causal decoder with cross-attention; ids [B, T] -> hidden states [B, T, D].
+
+    Without a cache it reads the encoder output `memory` [B, S, D] and its attention_mask [B, S];
+    with one (see `new_cache`), everything about the source comes from the cache and the ids are the
+    positions after cache.pos.
+    """
+
+    def __init__(self, c: BartConfig, embed_tokens: nn.Embedding):
+        super().__init__(c, embed_tokens)
+        self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
+
+    def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int) -> KVCache:
+        """Cross-attention keys/values of `memory` [B, S, D] and empty self-attention buffers of max_len."""
+        B, H = memory.size(0), self.layers[0].self_attn.n_heads
+        shape = (B, H, max_len, memory.size(-1) // H)
+        cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
+        return KVCache(self_k=[memory.new_zeros(shape) for _ in self.layers],
+                       self_v=[memory.new_zeros(shape) for _ in self.layers],
+                       cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
+                       memory_mask=padding_mask(attention_mask))
+
+    def forward(self, input_ids: Tensor, memory: Tensor | None = None, attention_mask: Tensor | None = None,
+                cache: KVCache | None = None) -> Tensor:
+        if cache is None:
+            if memory is None:
+                raise ValueError("BartDecoder needs the encoder output `memory` or a `cache`")
+            cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
+            memory_mask = padding_mask(attention_mask)
+        else:
+            cross, memory_mask = list(zip(cache.cross_k, cache.cross_v, strict=True)), cache.memory_mask
+        x = self.embed(input_ids, start=cache.pos if cache is not None else 0)
+        for i, (layer, (k, v)) in enumerate(zip(self.layers, cross, strict=True)):
+            x = layer(x, k, v, memory_mask, cache, i)
+        if cache is not None:
+            cache.pos += input_ids.size(1)
+        return x
+
+
+class BartPreTrainedModel(BartPretrainedMixin, nn.Module):
+    config_class = BartConfig
+
+    def init_weights(self) -> None:
+        """HF's initialization: N(0, init_std) weights, zero biases and padding row, unit LayerNorms."""
+        std = self.config.init_std
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=std)
+                if m.padding_idx is not None:
+                    m.weight.data[m.padding_idx].zero_()
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+class BartModel(BartPreTrainedModel):
+    """Encoder + decoder -> decoder hidden states [B, T, D].
+
+    One token embedding `shared` serves both sides; with tie_word_embeddings=False (transformers 5
+    semantics) the encoder and decoder get their own.
+    """
+
+    hf_architecture = "BartModel"
+
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        self.config = config
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        tied = config.tie_word_embeddings
+        self.encoder = BartEncoder(config, self.shared if tied else copy.deepcopy(self.shared))
+        self.decoder = BartDecoder(config, self.shared if tied else copy.deepcopy(self.shared))
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None) -> Tensor:
+        if decoder_input_ids is None:  # BART's denoising default, as HF: the decoder reads the input shifted
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
+        memory = self.encoder(input_ids, attention_mask)
+        return self.decoder(decoder_input_ids, memory, attention_mask)
+
+
+class BartForConditionalGeneration(BartPreTrainedModel):
+    """BART with its LM head: logits = h W_emb^T + final_logits_bias, W_emb tied to the token embedding."""
+
+    hf_architecture = "BartForConditionalGeneration"
+
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        self.config = config
+        self.model = BartModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        self.init_weights()
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.shared.weight
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        """-> logits [B, T, V]. With labels and no decoder_input_ids, the decoder reads the labels shifted
+        right (teacher forcing); the loss is `seq2seq_loss(logits, labels)`."""
+        if labels is not None and decoder_input_ids is None:
+            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
+        return self.logits(self.model(input_ids, attention_mask, decoder_input_ids))
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self.lm_head(hidden) + self.final_logits_bias
+
+    # the pieces generation uses: encode once, then decode step by step with a cache
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.model.encoder(input_ids, attention_mask)
+
+    def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int) -> KVCache:
+        return self.model.decoder.new_cache(memory, attention_mask, max_len)
+
+    def decode(self, decoder_input_ids: Tensor, cache: KVCache) -> Tensor:
+        """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
+        return self.logits(self.model.decoder(decoder_input_ids, cache=cache))
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
+        """See minibart.generate.generate."""
+        from .generate import generate
+        return generate(self, input_ids, attention_mask, **kwargs)
+
+    @classmethod
+    def from_bert(cls, name_or_path, dtype: torch.dtype = torch.float32) -> "BartForConditionalGeneration":
+        """A BART warm-started from a BERT checkpoint (Rothe et al. 2020); see minibart.checkpoint.bart_from_bert.
+        Its tokenizer is the BERT checkpoint's: minibert.checkpoint.load_tokenizer(name_or_path)."""
+        config, state = bart_from_bert(resolve(name_or_path))
+        model = cls(config)
+        model.load_state_dict(state)
+        return model.to(dtype)

@@ -1,0 +1,189 @@
+"""minibart.generate against transformers' generate: same token ids for the same weights and arguments."""
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from minibart import BartForConditionalGeneration
+
+transformers = pytest.importorskip("transformers")
+
+# Random tiny models repeat a few tokens; EOS is one they emit at varied steps (and sometimes never),
+# so beams finish at different times and the finishing logic is exercised (test_finishing_logic...).
+V, EOS, PAD = 60, 46, 1
+CONFIG = dict(vocab_size=V, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+              decoder_attention_heads=4, encoder_ffn_dim=24, decoder_ffn_dim=40, max_position_embeddings=40,
+              init_std=0.3, eos_token_id=EOS, forced_eos_token_id=None, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A random HF checkpoint."""
+    torch.manual_seed(0)
+    hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**CONFIG))
+    folder = tmp_path_factory.mktemp("gen")
+    hf.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(hf_dir):
+    """(HF's model, ours) with the same weights."""
+    return (transformers.BartForConditionalGeneration.from_pretrained(hf_dir).eval(),
+            BartForConditionalGeneration.from_pretrained(hf_dir).eval())
+
+
+def batch(lengths=(7, 5, 3, 6), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, V, (len(lengths), max(lengths)), generator=g)
+    mask = (torch.arange(max(lengths)) < torch.tensor(lengths)[:, None]).long()
+    return ids.masked_fill(mask == 0, PAD), mask
+
+
+def assert_same(models, ids, mask, seed=None, **kw):
+    hf, ours = models
+    if seed is not None:
+        torch.manual_seed(seed)
+    want = hf.generate(ids, attention_mask=mask, **kw)
+    if seed is not None:
+        torch.manual_seed(seed)
+    got = ours.generate(ids, mask, **kw)
+    assert got.shape == want.shape and torch.equal(got, want), f"{kw}\nHF:\n{want}\nours:\n{got}"
+    return got
+
+
+GRID = [(b, lp, n, es) for b in (1, 3, 5) for lp in (0.6, 1.0, 2.0) for n in (0, 2, 3) for es in (True, False)
+        if b > 1 or (lp == 1.0 and es is False)]  # length_penalty and early_stopping only matter with beams
+
+
+@pytest.mark.parametrize("num_beams,length_penalty,no_repeat_ngram_size,early_stopping", GRID)
+def test_greedy_and_beam_match_transformers(models, num_beams, length_penalty, no_repeat_ngram_size, early_stopping):
+    """Token-identical to HF over the grid; min_length, num_return_sequences, forced BOS/EOS vary with it."""
+    i = GRID.index((num_beams, length_penalty, no_repeat_ngram_size, early_stopping))
+    kw = dict(num_beams=num_beams, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+              early_stopping=early_stopping, max_length=14, min_length=(0, 5)[i % 2],
+              num_return_sequences=min(num_beams, 1 + i % 3))
+    if i % 3 == 0:
+        kw.update(forced_bos_token_id=5, forced_eos_token_id=EOS)
+    out = assert_same(models, *batch(seed=i), **kw)
+    assert (out[:, 0] == models[1].config.decoder_start_token_id).all()
+
+
+def test_finishing_logic_is_exercised(models):
+    """The fixture's model ends some beams early and others at max_length (else the grid proves little)."""
+    out = models[1].generate(*batch(), num_beams=3, max_length=14)
+    ends = [row.index(EOS) if EOS in row else None for row in out[:, 1:].tolist()]
+    assert any(e is None for e in ends) and any(e is not None and 0 < e < 12 for e in ends)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(), dict(max_new_tokens=6), dict(num_beams=4, early_stopping="never", length_penalty=-0.5),
+    dict(num_beams=3, early_stopping="never", length_penalty=2.0),
+    dict(num_beams=5, early_stopping="never", no_repeat_ngram_size=2, num_return_sequences=3),
+    dict(num_beams=2, max_new_tokens=3), dict(num_beams=3, min_length=13, max_length=14)])
+def test_defaults_and_lengths_match_transformers(models, kw):
+    """Default lengths (20 new tokens), max_new_tokens, 'never' stopping, min_length up to max_length."""
+    assert_same(models, *batch(lengths=(9, 2)), **kw)
+
+
+def test_pad_id_0_fills_finished_beams_like_transformers(hf_dir, models):
+    """With pad_token_id 0, transformers fills finished beams with EOS (`pad or eos`); so do we."""
+    ours = BartForConditionalGeneration.from_pretrained(hf_dir, pad_token_id=0).eval()
+    ids, mask = batch()
+    want = models[0].generate(ids, attention_mask=mask, num_beams=3, num_return_sequences=3, max_length=14,
+                              pad_token_id=0)
+    got = ours.generate(ids, mask, num_beams=3, num_return_sequences=3, max_length=14)
+    assert torch.equal(got, want) and not (got == 0).any() and (got[:, -1] == EOS).any()
+
+
+def test_batch_without_padding_and_single_example(models):
+    assert_same(models, *batch(lengths=(5, 5, 5)), num_beams=3)
+    assert_same(models, *batch(lengths=(4,)), num_beams=5, num_return_sequences=5)
+    ids, _ = batch(lengths=(6, 6))
+    assert_same(models, ids, None, num_beams=2)
+
+
+def test_generation_defaults_come_from_the_config(hf_dir, tmp_path):
+    """num_beams etc. saved in generation_config.json drive both HF's and our generate."""
+    ours = BartForConditionalGeneration.from_pretrained(hf_dir, num_beams=3, no_repeat_ngram_size=2, max_length=11,
+                                                        min_length=4, forced_eos_token_id=EOS, length_penalty=2.0)
+    ours.save_pretrained(tmp_path)
+    hf = transformers.BartForConditionalGeneration.from_pretrained(tmp_path)
+    assert_same((hf.eval(), ours.eval()), *batch())
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), k=st.integers(0, 12), p=st.floats(0.01, 1.0), keep=st.integers(1, 3),
+       n=st.integers(1, 4), length=st.integers(1, 8))
+@example(seed=0, k=1, p=0.01, keep=2, n=2, length=6)
+def test_logits_processors_match_transformers(seed, k, p, keep, n, length):
+    """Each processor gives HF's processor's scores (ties, min_tokens_to_keep, short sequences included)."""
+    from transformers.generation import logits_process as lp
+
+    from minibart.generate import min_length, no_repeat_ngram, top_k_filter, top_p_filter
+
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(3, 12, generator=g).round(decimals=1)  # rounding makes ties
+    ids = torch.randint(0, 4, (3, length), generator=g)
+    if k > 0:
+        assert torch.equal(top_k_filter(scores, k, keep), lp.TopKLogitsWarper(k, min_tokens_to_keep=keep)(ids, scores))
+    assert torch.equal(top_p_filter(scores, p, keep), lp.TopPLogitsWarper(p, min_tokens_to_keep=keep)(ids, scores))
+    assert torch.equal(no_repeat_ngram(ids, scores, n), lp.NoRepeatNGramLogitsProcessor(n)(ids, scores))
+    assert torch.equal(min_length(ids, scores, 5, 2), lp.MinLengthLogitsProcessor(5, 2)(ids, scores))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(), dict(top_k=5, temperature=0.7), dict(top_p=0.8, num_return_sequences=3),
+    dict(num_beams=3, top_k=10), dict(num_beams=4, top_p=0.9, num_return_sequences=2, length_penalty=2.0)])
+def test_sampling_matches_transformers_with_the_same_seed(models, kw):
+    """Sampling and beam sampling draw the same tokens as HF from the same seed (same logits bit for bit)."""
+    assert_same(models, *batch(), seed=1, do_sample=True, max_length=12, **kw)
+
+
+def test_sampling_is_reproducible_and_top_k_1_is_greedy(models):
+    ours = models[1]
+    ids, mask = batch()
+    torch.manual_seed(3)
+    a = ours.generate(ids, mask, do_sample=True, max_length=12, num_return_sequences=2)
+    torch.manual_seed(3)
+    b = ours.generate(ids, mask, do_sample=True, max_length=12, num_return_sequences=2)
+    assert torch.equal(a, b)
+    assert torch.equal(ours.generate(ids, mask, do_sample=True, top_k=1, max_length=12),
+                       ours.generate(ids, mask, max_length=12))
+
+
+@settings(max_examples=8, deadline=None)
+@given(top_k=st.integers(1, 8), top_p=st.floats(0.05, 1.0), temperature=st.floats(0.3, 2.0),
+       seed=st.integers(0, 2**16))
+def test_samples_stay_in_the_top_k_top_p_support(models, top_k, top_p, temperature, seed):
+    """Every sampled token is among the top_k most likely, and the tokens more likely than it hold < top_p."""
+    ours = models[1]
+    ids, mask = batch(seed=seed)
+    torch.manual_seed(seed)
+    out = ours.generate(ids, mask, do_sample=True, top_k=top_k, top_p=top_p, temperature=temperature, max_length=10)
+    with torch.no_grad():
+        logits = ours(ids, mask, out[:, :-1]) / temperature  # teacher-forced: the logits each token was drawn from
+    for b, t in torch.nonzero(torch.ones(out[:, 1:].shape)).tolist():
+        if EOS in out[b, 1:t + 1].tolist():
+            continue  # finished: padding, not a sample
+        token, row = out[b, t + 1], logits[b, t]
+        better = row > row[token]
+        assert better.sum() < top_k
+        probs = row.masked_fill(row < row.topk(top_k)[0][-1], -torch.inf).softmax(-1)  # after top-k
+        assert probs[better].sum() < top_p + 1e-5
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
+    (dict(num_return_sequences=2), "num_return_sequences"),
+    (dict(do_sample=True, top_p=0.0), "top_p"), (dict(do_sample=True, top_p=1.5), "top_p"),
+    (dict(do_sample=True, top_k=-1), "top_k"), (dict(do_sample=True, temperature=0.0), "temperature"),
+    (dict(max_length=1), "max_length"), (dict(max_new_tokens=0), "max_new_tokens"), (dict(num_beams=0), "num_beams"),
+    (dict(early_stopping="sometimes"), "early_stopping"), (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
+    (dict(min_length=-2), "min_length"), (dict(forced_bos_token_id=V), "forced_bos_token_id"),
+    (dict(num_beam=3), "num_beam"), (dict(attention_mask=torch.ones(2, 3)), "attention_mask")])
+def test_bad_arguments_name_the_argument(models, kw, name):
+    ids, mask = batch()
+    kw = {"attention_mask": mask, **kw}
+    with pytest.raises(ValueError, match=name):
+        models[1].generate(ids, **kw)

@@ -1,0 +1,72 @@
+"""End to end: train_paraphrase.py on tiny MSRP / PAWS files and a tiny random BERT warm start."""
+import json
+
+import pytest
+
+import train_paraphrase
+
+MSRP_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+SENTENCES = ["The cat sat on the mat .", "A dog ran in the park today .", "He said \"yes\" to the offer .",
+             "Shares rose 5 % on Monday .", "The court rejected the appeal .", "She did n't like the film ."]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "data"
+    (d / "msrp").mkdir(parents=True)
+    (d / "paws_qqp").mkdir()
+    rows = [f"1\t{i}\t{i + 100}\t{s}\t{SENTENCES[(i + 1) % 6]}\n" for i, s in enumerate(SENTENCES)]
+    (d / "msrp" / "msr_paraphrase_train.txt").write_text(MSRP_HEADER + "".join(rows) + "0\t9\t9\tNo .\tYes .\n")
+    held = [f"1\t{i}\t{i + 100}\tHeld-out sentence number {i} .\tSentence {i} , held out .\n" for i in range(4)]
+    (d / "msrp" / "msr_paraphrase_test.txt").write_text(MSRP_HEADER + "".join(held))
+    (d / "paws_qqp" / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n"
+                                              "1\tWhy is the sky blue ?\tWhat makes the sky blue ?\t1\n"
+                                              "2\tIs it true ?\tIs it false ?\t0\n")
+    squad = {"data": [{"title": "t", "paragraphs": [{"context": "A short passage. It has two sentences.", "qas": []}]}]}
+    (d / "squad.json").write_text(json.dumps(squad))
+    return d
+
+
+def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
+    out = tmp_path / "out"
+    argv = ["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
+            "--denoise-steps", "2", "--denoise-text", str(data_dir / "squad.json"), "--batch-size", "2",
+            "--max-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1", "--device", "cpu"]
+    metrics = train_paraphrase.main(argv + ["--max-steps", "2", "--max-eval", "3"])
+    for name in ("metrics.json", "generations.jsonl", "samples.md", "log.jsonl", "train.log",
+                 "checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/generation_config.json",
+                 "checkpoint/vocab.txt", "denoise/checkpoint/model.safetensors"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["sizes"] == {"train_pairs": 14, "eval_pairs": 3} and saved == json.loads(json.dumps(metrics))
+    assert saved["steps"] == 2 and saved["denoise"]["steps"] == 2
+    assert saved["copy_baseline"]["copy_rate"] == 1.0 and saved["copy_baseline"]["self_bleu"] == pytest.approx(100)
+    for key in ("bleu", "self_bleu", "ibleu", "copy_rate", "length_ratio"):
+        assert key in saved["eval"]
+    lines = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and set(lines[0]) == {"source", "reference", "paraphrase"}
+    events = [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert events.index("stage") < events.index("step") and "eval" in events and events.count("stage") == 2
+    samples = (out / "samples.md").read_text()
+    assert samples.count("## Sample") == 3 and samples.count("  3. ") == 6
+    gen = json.loads((out / "checkpoint" / "generation_config.json").read_text())
+    assert gen["num_beams"] == 4 and gen["no_repeat_ngram_size"] == 3
+
+    # --resume continues the fine-tuning from its checkpoint and skips the finished denoising stage
+    again = train_paraphrase.main(argv + ["--max-steps", "3", "--max-eval", "1", "--resume"])
+    assert again["steps"] == 3 and again["denoise"] is None and again["sizes"]["eval_pairs"] == 1
+    events = [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert "resume" in events and events.count("stage") == 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--num-return-sequences", "5", "--num-beams", "4"], "--num-return-sequences: expected at most"),
+    (["--max-eval", "0"], "--max-eval: expected a value >= 1, got 0"),
+    (["--denoise-steps", "-1"], "--denoise-steps: expected a value >= 0"),
+    (["--max-seq-length", "2"], "--max-seq-length: expected a value >= 3"),
+])
+def test_bad_arguments(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        train_paraphrase.parse_args(argv)
+    assert message in capsys.readouterr().err
+

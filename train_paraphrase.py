@@ -1,0 +1,244 @@
+"""Paraphrase generation with BART, following T. Rajapakse, "BART for Paraphrasing with Simple
+Transformers" (2020): facebook/bart-large fine-tuned on positive paraphrase pairs for 2 epochs,
+batch 8, AdamW lr 5e-5 with linear warmup over 6% of the steps, max_seq_length 128; generation
+with top-k 50 / top-p 0.95 sampling, 3 sequences, max_length 128, and the config's num_beams 4 and
+no_repeat_ngram_size 3 (so it samples within beams).
+
+Offline, `--model minilm` (or any BERT folder) builds a BART warm-started from BERT (Rothe et al.
+2020) with BERT's tokenizer; `--denoise-steps N` first trains it on BART's own pre-training task
+(text infilling + sentence permutation, Lewis et al. 2020) on unlabeled text, so that its decoder
+learns to read the encoder before it sees the ~6,500 pairs.
+
+    python train_paraphrase.py                                        # the blog, data from the Hub
+    python train_paraphrase.py --model minilm --data-dir ../shared/data/paraphrase \\
+        --denoise-steps 4000 --denoise-text ../shared/data/squad/train-v2.0.json --output-dir results/paraphrase
+"""
+import argparse
+import dataclasses
+import json
+import random
+import time
+
+import numpy as np
+import torch
+
+from data.noising import bart_noise, word_start_table
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, load_hub, load_local,
+                             normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
+from minibart import BartForConditionalGeneration, seq2seq_loss
+from minibert.checkpoint import load_tokenizer, read_config, resolve
+from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit,
+                               last_checkpoint, pick_device, run_info, set_seed, write_json, write_text)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(p, model="facebook/bart-large", output_dir="out/paraphrase", epochs=2, batch_size=8,
+                      lr=5e-5, warmup_ratio=0.06, weight_decay=0.0)
+    p.add_argument("--data-dir", help="folder with msrp/, paws_*/ and/or quora_duplicate_questions.tsv "
+                                      "(default: PAWS, MRPC and Quora from the Hub)")
+    p.add_argument("--max-seq-length", type=int, default=128, help="tokens per sentence, special tokens included")
+    p.add_argument("--both-directions", action="store_true", help="also train on (target, source)")
+    p.add_argument("--denoise-steps", type=int, default=0,
+                   help="BART denoising steps on unlabeled text before fine-tuning (0 = none)")
+    p.add_argument("--denoise-text", nargs="*", default=[],
+                   help="SQuAD JSON files whose contexts join the training sentences as denoising text")
+    p.add_argument("--denoise-lr", type=float, help="peak lr of the denoising stage (default: --lr)")
+    p.add_argument("--max-eval", type=int, help="evaluate on a seeded sample of this many held-out pairs")
+    p.add_argument("--eval-batch-size", type=int, default=32)
+    g = p.add_argument_group("generation (the blog's)")
+    g.add_argument("--num-beams", type=int, default=4)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=3)
+    g.add_argument("--max-length", type=int, default=128, help="generated tokens, start token included")
+    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--num-return-sequences", type=int, default=3, help="paraphrases per sample in samples.md")
+    args = p.parse_args(argv)
+    for flag, ok, want in [("--max-seq-length", args.max_seq_length >= 3, ">= 3"),
+                           ("--denoise-steps", args.denoise_steps >= 0, ">= 0"),
+                           ("--denoise-lr", args.denoise_lr is None or args.denoise_lr > 0, "> 0"),
+                           ("--max-eval", args.max_eval is None or args.max_eval >= 1, ">= 1"),
+                           ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1")]:
+        if not ok:
+            p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
+    if args.num_return_sequences > args.num_beams:
+        p.error(f"argument --num-return-sequences: expected at most --num-beams ({args.num_beams}), "
+                f"got {args.num_return_sequences}")
+    return args
+
+
+def load_model(name: str) -> BartForConditionalGeneration:
+    """A BART checkpoint, or a BART warm-started from a BERT checkpoint (model_type "bert")."""
+    if read_config(resolve(name)).get("model_type") == "bert":
+        return BartForConditionalGeneration.from_bert(name)
+    return BartForConditionalGeneration.from_pretrained(name)
+
+
+def load_pairs(args) -> tuple[list[Pair], list[Pair], str]:
+    """(train pairs, held-out pairs, where they came from)."""
+    if args.data_dir:
+        train, held = load_local(args.data_dir, "train"), load_local(args.data_dir, "test")
+        source = f"{args.data_dir} (train files; held out: msrp test Quality=1)"
+    else:
+        train = load_hub("paws", "train") + load_hub("mrpc", "train") + load_hub("quora", "train")
+        held, source = load_hub("mrpc", "dev"), "hub: paws labeled_final + glue mrpc + quora (held out: mrpc dev)"
+    if args.both_directions:
+        train = train + [Pair(p.target, p.source) for p in train]
+    seen = {normalize(s) for p in held for s in p}  # no held-out sentence is trained on
+    train = [p for p in dedupe(train) if normalize(p.source) not in seen and normalize(p.target) not in seen]
+    if args.max_eval is not None and args.max_eval < len(held):
+        held = split_heldout(held, args.max_eval, args.seed)[1]
+    return train, held, source
+
+
+@torch.no_grad()
+def generate_texts(model, tok, texts: list[str], args, device, **kw) -> list[list[str]]:
+    """Paraphrases of each text: [len(texts)][num_return_sequences], batches sorted by length."""
+    model.eval()
+    ids = encode(tok, texts, args.max_seq_length)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = [None] * len(ids)
+    n = kw.get("num_return_sequences", 1)
+    pad = model.config.pad_token_id
+    for b in range(0, len(order), args.eval_batch_size):
+        idx = order[b:b + args.eval_batch_size]
+        batch = collate([ids[i] for i in idx], [[]] * len(idx), pad)  # no labels
+        with autocast(device):
+            gen = model.generate(batch["input_ids"].to(device), batch["attention_mask"].to(device), **kw)
+        decoded = [clean_spaces(t) for t in tok.decode_batch(gen.tolist(), skip_special_tokens=True)]
+        for j, i in enumerate(idx):
+            out[i] = decoded[j * n:(j + 1) * n]
+    return out
+
+
+def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: RunLog) -> dict:
+    """BART pre-training (Lewis et al. 2020, 2.2): reconstruct each passage from its noised copy."""
+    c = model.config
+    body = args.max_seq_length - 2  # room for the start and end tokens
+    chunks = [e.ids[i:i + body] for e in tok.encode_batch(texts, add_special_tokens=False)
+              for i in range(0, len(e.ids), body)]  # long passages become several chunks
+    mask_id = tok.token_to_id("[MASK]") if tok.token_to_id("[MASK]") is not None else tok.token_to_id("<mask>")
+    if mask_id is None:
+        raise ValueError(f"the tokenizer of {args.model} has neither [MASK] nor <mask>: denoising needs one")
+    ends = {i for i in (tok.token_to_id(t) for t in (".", "!", "?")) if i is not None}
+    word_start = word_start_table(tok.get_vocab())
+    bos, eos = [c.bos_token_id], [c.eos_token_id]
+    log.print(f"denoising: {len(texts)} passages -> {len(chunks)} chunks of <= {body} tokens, "
+              f"{args.denoise_steps} steps x batch {args.batch_size}")
+
+    def batches(epoch):  # one "epoch" of exactly denoise_steps batches, cycling over the chunks
+        need = args.denoise_steps * args.batch_size
+        order = np.concatenate([np.random.default_rng([args.seed, 1, k]).permutation(len(chunks))
+                                for k in range(-(-need // len(chunks)))])
+        for s in range(args.denoise_steps):
+            rng = np.random.default_rng([args.seed, 2, s])
+            idx = order[s * args.batch_size:(s + 1) * args.batch_size]
+            noised = [bos + bart_noise(chunks[i], mask_id, ends, rng, word_start=word_start)[:body] + eos
+                      for i in idx]
+            labels = [to_labels(bos + chunks[i] + eos, c.decoder_start_token_id) for i in idx]
+            yield collate(noised, labels, c.pad_token_id)
+
+    out = f"{cfg.output_dir}/denoise"
+    stage = dataclasses.replace(cfg, output_dir=out, epochs=1, max_steps=None, lr=args.denoise_lr or cfg.lr,
+                                resume=cfg.resume and last_checkpoint(out) is not None)
+    log.event("stage", name="denoise", steps=args.denoise_steps, chunks=len(chunks))
+    return fit(model, stage, batches, loss_fn, args.denoise_steps, log=log, tokenizer_from=args.model)
+
+
+def loss_fn(m, b):
+    return seq2seq_loss(m(b["input_ids"], b["attention_mask"], labels=b["labels"]), b["labels"]), len(b["labels"])
+
+
+def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[list[str]]) -> str:
+    lines = ["# Paraphrase samples (held-out pairs)\n",
+             f"Model: `{args.model}` trained by train_paraphrase.py. Beam search: num_beams {args.num_beams}, "
+             f"no_repeat_ngram_size {args.no_repeat_ngram_size}, the best {args.num_return_sequences} beams. "
+             f"Sampling (the blog's settings): do_sample, top_k {args.top_k}, top_p {args.top_p}, "
+             f"num_beams {args.num_beams}, {args.num_return_sequences} sequences.\n"]
+    for k, (p, b, s) in enumerate(zip(pairs, beams, sampled), 1):
+        lines += [f"## Sample {k}\n", f"- **source:** {p.source}", f"- **reference:** {p.target}",
+                  "- **beam search:**", *[f"  {i}. {t}" for i, t in enumerate(b, 1)],
+                  "- **top-k/top-p sampling:**", *[f"  {i}. {t}" for i, t in enumerate(s, 1)], ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    t0 = time.perf_counter()
+    args = parse_args(argv)
+    cfg = TrainConfig.from_args(args)
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    log = RunLog(args.output_dir, resume=args.resume)
+
+    train, held, data_source = load_pairs(args)
+    tok = load_tokenizer(args.model)
+    model = load_model(args.model)
+    c = model.config
+    c.num_beams, c.no_repeat_ngram_size, c.max_length = args.num_beams, args.no_repeat_ngram_size, args.max_length
+    log.print(f"paraphrase: {len(train)} training pairs (deduplicated, copies dropped), {len(held)} held out "
+              f"| {data_source}")
+
+    denoise, finetuning = None, last_checkpoint(args.output_dir) is not None
+    if args.denoise_steps and not (args.resume and finetuning):  # resuming fine-tuning skips denoising
+        texts = list(unlabeled_text(train, args.denoise_text))
+        denoise = denoise_stage(model, tok, texts, args, cfg, log)
+    cfg = dataclasses.replace(cfg, resume=args.resume and finetuning)
+
+    src = encode(tok, [p.source for p in train], args.max_seq_length)
+    tgt = [to_labels(t, c.decoder_start_token_id) for t in encode(tok, [p.target for p in train], args.max_seq_length)]
+    steps_per_epoch = -(-len(train) // args.batch_size)
+
+    def batches(epoch):
+        for idx in batch_indices(len(train), args.batch_size, args.seed, epoch):
+            yield collate([src[i] for i in idx], [tgt[i] for i in idx], c.pad_token_id)
+
+    log.event("stage", name="fine-tune", pairs=len(train), steps_per_epoch=steps_per_epoch)
+    log.print(f"fine-tuning {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} "
+              f"| lr {args.lr} | warmup {args.warmup_ratio} | device {device}")
+    result = fit(model, cfg, batches, loss_fn, steps_per_epoch, log=log, tokenizer_from=args.model)
+
+    t_eval = time.perf_counter()
+    sources, refs = [p.source for p in held], [p.target for p in held]
+    outputs = [g[0] for g in generate_texts(model, tok, sources, args, device)]  # the config's beam search
+    lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
+    scores = {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, outputs, lowercase).items()}
+    copy = {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, sources, lowercase).items()}
+    log.event("eval", **scores, copy_baseline=copy)
+    log.print(f"held-out ({len(held)} pairs): BLEU {scores['bleu']:.2f} | BLEU vs source {scores['self_bleu']:.2f} "
+              f"| iBLEU {scores['ibleu']:.2f} (copy baseline {copy['ibleu']:.2f}) | copy rate {scores['copy_rate']:.3f} "
+              f"| length ratio {scores['length_ratio']:.3f}")
+    write_text(f"{args.output_dir}/generations.jsonl", "".join(
+        json.dumps({"source": s, "reference": r, "paraphrase": o}, ensure_ascii=False) + "\n"
+        for s, r, o in zip(sources, refs, outputs)))
+
+    picks = sorted(random.Random(args.seed).sample(range(len(held)), min(5, len(held))))
+    texts = [sources[i] for i in picks]
+    beams = generate_texts(model, tok, texts, args, device, num_return_sequences=args.num_return_sequences)
+    torch.manual_seed(args.seed)
+    sampled = generate_texts(model, tok, texts, args, device, do_sample=True, top_k=args.top_k, top_p=args.top_p,
+                             num_return_sequences=args.num_return_sequences)
+    write_text(f"{args.output_dir}/samples.md", samples_md(args, [held[i] for i in picks], beams, sampled))
+
+    metrics = {"task": "paraphrase", "model": args.model, "data": data_source,
+               "sizes": {"train_pairs": len(train), "eval_pairs": len(held)},
+               "eval": scores, "copy_baseline": copy, "bleu_lowercase": lowercase,
+               "denoise": denoise and {"steps": denoise["step"], "history": denoise["history"],
+                                       "train_time_s": denoise["train_time_s"], "texts": args.denoise_text},
+               "epochs": result["history"], "steps": result["step"], "train_time_s": result["train_time_s"],
+               "eval_time_s": round(time.perf_counter() - t_eval, 2),
+               "protocol": {"max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "lr": args.lr,
+                            "denoise_lr": args.denoise_lr or args.lr, "warmup_ratio": args.warmup_ratio,
+                            "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
+                            "both_directions": args.both_directions, "max_steps": args.max_steps,
+                            "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
+                                           "max_length": args.max_length, "top_k": args.top_k, "top_p": args.top_p}},
+               "wall_time_s": round(time.perf_counter() - t0, 2), "checkpoint": result["checkpoint"],
+               **run_info(device)}
+    write_json(f"{args.output_dir}/metrics.json", metrics)
+    log.print(f"wrote metrics.json, generations.jsonl and samples.md to {args.output_dir} ({metrics['wall_time_s']:.0f} s)")
+    log.close()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
