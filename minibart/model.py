@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from minibert.attention import CrossAttention, SelfAttention, padding_mask
 from minibert.checkpoint import resolve
+from minibert.model import init_weights
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
@@ -195,20 +196,7 @@ class BartPreTrainedModel(BartPretrainedMixin, nn.Module):
     config_class = BartConfig
 
     def init_weights(self) -> None:
-        """HF's initialization: N(0, init_std) weights, zero biases and padding row, unit LayerNorms."""
-        std = self.config.init_std
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=std)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, std=std)
-                if m.padding_idx is not None:
-                    m.weight.data[m.padding_idx].zero_()
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, self.config.init_std)
 
 
 class BartModel(BartPreTrainedModel):

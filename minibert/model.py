@@ -60,23 +60,27 @@ class BertLayer(nn.Module):
         return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
+def init_weights(model: nn.Module, std: float) -> None:
+    """HF's initialization: N(0, std) weights, zero biases and padding rows, unit LayerNorms."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                m.weight.data[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class BertPreTrainedModel(PretrainedMixin, nn.Module):
     config_class = BertConfig
 
     def init_weights(self) -> None:
-        """HF's initialization: N(0, initializer_range) for weights, zero biases, unit LayerNorms."""
-        std = self.config.initializer_range
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=std)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, std=std)
-                if m.padding_idx is not None:
-                    m.weight.data[m.padding_idx].zero_()
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, self.config.initializer_range)
 
     from_hf = staticmethod(bert_from_hf)
     to_hf = staticmethod(bert_to_hf)
