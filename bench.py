@@ -1,0 +1,499 @@
+"""Side-by-side speed of minibert/minibart and Hugging Face transformers.
+
+Both models get the same config, the same random weights (HF's random model, saved and loaded with
+our from_pretrained), the same batches, dtype and device, in one process. Each repeat runs ours and
+HF back to back, the order alternating, after a warm-up; the table shows the median throughput,
+the ratio ours/HF (> 1: we are faster), the spread of the repeats, the peak memory of one extra
+call of each, and a check that both computed the same thing (max |ours - HF| of the eval outputs,
+or whether beam search returned the same tokens).
+
+    python bench.py                         # every workload; CUDA + bf16 when present, else CPU + fp32
+    python bench.py --quick --threads 1     # tiny shapes, seconds: the CI smoke test
+    python bench.py --workloads bert_qa_train,bert_infer --repeats 7 --json results/bench/cpu.json
+
+Shapes depend on the device (`SIZES`): the issue's on CUDA; base width but 2 layers and smaller
+batches on CPU; tiny with --quick. The table names the shape each row ran.
+"""
+import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from data.cola import collate
+from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, qa_loss
+from minibert.checkpoint import atomic_write
+from minibert.training import batch_indices, make_optimizer, to_device
+
+try:
+    from minibart import BartForConditionalGeneration, seq2seq_loss
+    MINIBART_MISSING = ""
+except ImportError as e:
+    MINIBART_MISSING = f"minibart is not importable ({e})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Sizes:
+    name: str
+    bert: dict         # BertConfig fields
+    bart: dict         # BartConfig fields
+    qa: tuple          # batch, length
+    cola: tuple        # batch, batches per call
+    infer: tuple       # batch, padded length
+    bart_train: tuple  # batch, source length, target length
+    beam: tuple        # batch, beams, source length, new tokens
+
+
+BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+BART_BASE = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072)
+SIZES = {
+    "cuda": Sizes("base", BERT_BASE, BART_BASE, qa=(32, 384), cola=(32, 16), infer=(128, 128),
+                  bart_train=(32, 64, 64), beam=(64, 4, 64, 64)),
+    "cpu": Sizes("base-width 2-layer", {**BERT_BASE, "num_hidden_layers": 2},
+                 {**BART_BASE, "encoder_layers": 2, "decoder_layers": 2},
+                 qa=(8, 128), cola=(32, 2), infer=(16, 128), bart_train=(8, 64, 64), beam=(4, 4, 32, 16)),
+    "quick": Sizes("tiny", dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=128),
+                   dict(vocab_size=1000, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                        max_position_embeddings=128),
+                   qa=(2, 32), cola=(4, 2), infer=(4, 32), bart_train=(2, 16, 16), beam=(2, 2, 8, 8)),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and memory
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Env:
+    device: torch.device
+    dtype: str       # "fp32" or "bf16" (autocast; parameters stay fp32)
+    compile: bool    # torch.compile our model (HF stays eager, its default)
+    sizes: Sizes
+
+    def autocast(self):
+        if self.dtype == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+@dataclass
+class Case:
+    """One workload: two callables doing the same work on `n` samples."""
+    workload: str
+    shape: str
+    unit: str
+    n: int
+    ours: Callable[[], object]
+    hf: Callable[[], object]
+    check: str   # how closely ours and HF agree, measured before timing
+    note: str
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
+    """Seconds for one call: (wall, CPU time of the process). Wall: CUDA events on GPU, perf_counter
+    on CPU. The CPU time (CPU only) barely moves when other jobs share the cores, so its ratio is the
+    steadier comparison on a busy machine (with --threads > 1 it also counts threads spinning)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3, None
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def _status_kib(name: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(name + ":"))
+
+
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory of one call above what was allocated before it (weights, optimizer state).
+
+    CUDA: torch.cuda.max_memory_allocated. CPU (Linux): growth of the peak resident set size after
+    handing free heap pages back to the OS and resetting the peak; approximate (allocator caching,
+    other threads). None where that is not possible.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        base = _status_kib("VmRSS")
+        fn()
+        return (_status_kib("VmHWM") - base) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
+def measure(case: Case, env: Env, repeats: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        case.ours()
+        case.hf()
+    wall, cpu = {"ours": [], "hf": []}, {"ours": [], "hf": []}
+    for r in range(repeats):
+        for who in ("ours", "hf") if r % 2 == 0 else ("hf", "ours"):
+            w, c = timed(getattr(case, who), env.device)
+            wall[who].append(w)
+            cpu[who].append(c)
+    mem = {who: peak_memory_mib(getattr(case, who), env.device) for who in ("ours", "hf")}
+    rate = {who: case.n / statistics.median(t) for who, t in wall.items()}
+    spread = max((max(t) - min(t)) / statistics.median(t) for t in wall.values())
+    cpu_ratio = None if env.device.type == "cuda" else statistics.median(cpu["hf"]) / statistics.median(cpu["ours"])
+    return dict(workload=case.workload, shape=case.shape, unit=case.unit, ours=rate["ours"], hf=rate["hf"],
+                ratio=rate["ours"] / rate["hf"], spread=spread, cpu_time_ratio=cpu_ratio, ours_mem_mib=mem["ours"],
+                hf_mem_mib=mem["hf"], check=case.check, note=case.note, ours_s=wall["ours"], hf_s=wall["hf"],
+                ours_cpu_s=cpu["ours"], hf_cpu_s=cpu["hf"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------------------------
+
+def train_step(model: torch.nn.Module, env: Env, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """One optimizer step as minibert.training.fit takes it: loss under autocast, backward, clip to
+    norm 1, the trainer's AdamW (fused; no decay on biases and LayerNorms: also HF Trainer's
+    default, adamw_torch_fused), zero the gradients. The same for both models."""
+    opt = make_optimizer(model, lr=1e-5, weight_decay=0.01, device=env.device)
+
+    def step():
+        with env.autocast():
+            loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def no_grad(env: Env, fn: Callable[[], object]) -> Callable[[], object]:
+    def call():
+        with torch.inference_mode(), env.autocast():
+            return fn()
+    return call
+
+
+def hf_twin(ours_cls, hf_model, env: Env):
+    """-> (ours, HF) on the device: ours is `ours_cls` loaded from HF's saved random `hf_model`."""
+    with tempfile.TemporaryDirectory() as folder:
+        hf_model.save_pretrained(folder)
+        ours = ours_cls.from_pretrained(folder)
+    return ours.to(env.device), hf_model.to(env.device)
+
+
+def eval_check(ours, hf, env: Env, diff: Callable[[], float]) -> str:
+    """How far apart the two models' eval-mode outputs are on the same input."""
+    ours.eval(), hf.eval()
+    with torch.no_grad(), env.autocast():
+        d = diff()
+    ours.train(), hf.train()
+    return f"max diff {d:.1e}"
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+def random_ids(gen: torch.Generator, shape, vocab_size: int) -> torch.Tensor:
+    """Token ids from 5 up: no padding or special tokens in either vocabulary."""
+    return torch.randint(5, vocab_size, shape, generator=gen)
+
+
+def compiled(model, env: Env):
+    return torch.compile(model) if env.compile else model
+
+
+# ---------------------------------------------------------------------------------------------
+# BERT workloads
+# ---------------------------------------------------------------------------------------------
+
+def bert_pair(ours_cls, env: Env, **overrides):
+    import transformers
+    cfg = BertConfig(**{**env.sizes.bert, **overrides})
+    hf_cfg = transformers.BertConfig(**cfg.to_hf_dict(), attn_implementation="sdpa")
+    return hf_twin(ours_cls, getattr(transformers, ours_cls.__name__)(hf_cfg), env)
+
+
+def bert_shape(env: Env) -> str:
+    c = env.sizes.bert
+    return f"BERT {env.sizes.name} ({c['num_hidden_layers']}L {c['hidden_size']}H)"
+
+
+def bert_qa_train(env: Env) -> Case:
+    B, L = env.sizes.qa
+    ours, hf = bert_pair(BertForQuestionAnswering, env)
+    gen = torch.Generator().manual_seed(0)
+    ids = random_ids(gen, (B, L), ours.config.vocab_size)
+    types = (torch.arange(L) >= L // 4).long().expand(B, L).contiguous()  # question | context
+    start = torch.randint(L // 4, L - 10, (B,), generator=gen)
+    end = start + torch.randint(0, 10, (B,), generator=gen)
+    ones = torch.ones(B, L, dtype=torch.long)
+    ids, types, start, end, ones = to_device([ids, types, start, end, ones], env.device)
+
+    def diff():
+        s, e = ours(ids, None, types)
+        out = hf(input_ids=ids, attention_mask=ones, token_type_ids=types)
+        return max(max_abs_diff(s, out.start_logits), max_abs_diff(e, out.end_logits))
+
+    check = eval_check(ours, hf, env, diff)
+    ours_c = compiled(ours, env)
+    return Case("bert_qa_train", f"{bert_shape(env)}, {B}x{L}", "samples/s", B,
+                train_step(ours, env, lambda: qa_loss(*ours_c(ids, None, types), start, end)),
+                train_step(hf, env, lambda: hf(input_ids=ids, attention_mask=ones, token_type_ids=types,
+                                               start_positions=start, end_positions=end).loss),
+                check, "fwd+bwd+clip+AdamW on full-length features: ours gets attention_mask=None (as "
+                       "data/squad.py collates an unpadded batch), HF a mask of ones")
+
+
+def cola_lengths(gen: torch.Generator, n: int) -> list[int]:
+    """CoLA-like token counts, [CLS] and [SEP] included: log-normal, median 10.5, clipped to 5..40.
+
+    Fitted to CoLA train (cola_public 1.1) with the uncased WordPiece tokenizer: mean 11.3,
+    95th percentile 20, max 47.
+    """
+    z = torch.randn(n, generator=gen)
+    return (math.log(10.5) + 0.39 * z).exp().round().clamp(5, 40).long().tolist()
+
+
+def cola_train(env: Env) -> Case:
+    """Ours: the batches train_cola.py builds by default (random order, padded to each batch's
+    longest by data.cola.collate). HF: McCormick's tutorial, the same batches padded to 64."""
+    B, n_batches = env.sizes.cola
+    ours, hf = bert_pair(BertForSequenceClassification, env, num_labels=2)
+    gen = torch.Generator().manual_seed(0)
+    n = B * n_batches
+    sents = [[1, *random_ids(gen, (k - 2,), ours.config.vocab_size).tolist(), 2]  # 1, 2: [CLS], [SEP] stand-ins
+             for k in cola_lengths(gen, n)]
+    labels = torch.randint(0, 2, (n,), generator=gen).tolist()
+    order = batch_indices(n, B, seed=0, epoch=0)
+
+    def batches(pad_to):
+        return [to_device(collate([sents[i] for i in idx], [labels[i] for i in idx], 0, pad_to), env.device)
+                for idx in order]
+
+    ours_batches, hf_batches = batches(None), batches(64)
+    ids, mask = hf_batches[0]["input_ids"], hf_batches[0]["attention_mask"]
+    check = eval_check(ours, hf, env, lambda: max_abs_diff(ours(ids, mask),
+                                                           hf(input_ids=ids, attention_mask=mask).logits))
+    ours_c = compiled(ours, env)
+
+    def epoch(model, batches, loss):
+        steps = [train_step(model, env, lambda b=b: loss(b)) for b in batches]
+        return lambda: [step() for step in steps]
+
+    width = statistics.mean(b["input_ids"].size(1) for b in ours_batches)
+    return Case("cola_train", f"{bert_shape(env)}, {n_batches} batches of {B}", "samples/s", n,
+                epoch(ours, ours_batches, lambda b: F.cross_entropy(ours_c(b["input_ids"], b["attention_mask"]),
+                                                                    b["labels"])),
+                epoch(hf, hf_batches, lambda b: hf(**b).loss), check,
+                f"{sum(map(len, sents)) / n:.1f} tokens per sentence; ours pads each batch to its longest "
+                f"(mean width {width:.1f}), HF pads to 64")
+
+
+def bert_infer(env: Env) -> Case:
+    B, L = env.sizes.infer
+    ours, hf = bert_pair(BertForSequenceClassification, env, num_labels=2)
+    gen = torch.Generator().manual_seed(0)
+    lengths = [L, *torch.randint(L // 4, L + 1, (B - 1,), generator=gen).tolist()]
+    b = to_device(collate([random_ids(gen, (k,), ours.config.vocab_size).tolist() for k in lengths], [0] * B, 0, L),
+                  env.device)
+    ids, mask = b["input_ids"], b["attention_mask"]
+    check = eval_check(ours, hf, env, lambda: max_abs_diff(ours(ids, mask),
+                                                           hf(input_ids=ids, attention_mask=mask).logits))
+    ours.eval(), hf.eval()
+    ours_c = compiled(ours, env)
+    return Case("bert_infer", f"{bert_shape(env)}, {B}x{L} padded", "samples/s", B,
+                no_grad(env, lambda: ours_c(ids, mask)), no_grad(env, lambda: hf(input_ids=ids, attention_mask=mask)),
+                check, f"classification logits in inference mode; real lengths uniform in {L // 4}..{L}")
+
+
+# ---------------------------------------------------------------------------------------------
+# BART workloads
+# ---------------------------------------------------------------------------------------------
+
+def bart_pair(env: Env):
+    import transformers
+    hf_cfg = transformers.BartConfig(**env.sizes.bart, attn_implementation="sdpa")
+    return hf_twin(BartForConditionalGeneration, transformers.BartForConditionalGeneration(hf_cfg), env)
+
+
+def bart_shape(env: Env) -> str:
+    c = env.sizes.bart
+    return f"BART {env.sizes.name} ({c['encoder_layers']}+{c['decoder_layers']}L {c['d_model']}H)"
+
+
+def bart_train(env: Env) -> Case:
+    B, S, T = env.sizes.bart_train
+    ours, hf = bart_pair(env)
+    gen = torch.Generator().manual_seed(0)
+    src = random_ids(gen, (B, S), ours.config.vocab_size)
+    labels = random_ids(gen, (B, T), ours.config.vocab_size)
+    ones = torch.ones(B, S, dtype=torch.long)
+    src, labels, ones = to_device([src, labels, ones], env.device)
+    check = eval_check(ours, hf, env, lambda: max_abs_diff(
+        ours(src, labels=labels), hf(input_ids=src, attention_mask=ones, labels=labels).logits))
+    ours_c = compiled(ours, env)
+    return Case("bart_train", f"{bart_shape(env)}, {B}x{S}->{T}", "samples/s", B,
+                train_step(ours, env, lambda: seq2seq_loss(ours_c(src, labels=labels), labels)),
+                train_step(hf, env, lambda: hf(input_ids=src, attention_mask=ones, labels=labels).loss),
+                check, "fwd+bwd+clip+AdamW, teacher forcing; nothing padded: ours gets no mask, HF a mask of ones")
+
+
+def bart_beam(env: Env) -> Case:
+    B, beams, S, new = env.sizes.beam
+    ours, hf = bart_pair(env)
+    ours.eval(), hf.eval()
+    gen = torch.Generator().manual_seed(0)
+    src = random_ids(gen, (B, S), ours.config.vocab_size)
+    ones = torch.ones(B, S, dtype=torch.long)
+    src, ones = to_device([src, ones], env.device)
+    args = dict(num_beams=beams, max_length=new + 1, min_length=new + 1, length_penalty=1.0, early_stopping=True,
+                no_repeat_ngram_size=0, do_sample=False)
+    run_ours = no_grad(env, lambda: ours.generate(src, **args))
+    run_hf = no_grad(env, lambda: hf.generate(input_ids=src, attention_mask=ones, **args))
+    a, b = run_ours(), run_hf()
+    if a.shape != b.shape:
+        check = f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
+    else:
+        check = "same tokens" if bool((a == b).all()) else f"{(a != b).float().mean().item():.0%} tokens differ"
+    return Case("bart_beam", f"{bart_shape(env)}, {B}x{S}, {beams} beams, {new} new", "sequences/s", B,
+                run_ours, run_hf, check, f"min_length = max_length forces all {new} new tokens; both use a KV cache")
+
+
+WORKLOADS = {"bert_qa_train": bert_qa_train, "cola_train": cola_train, "bart_train": bart_train,
+             "bart_beam": bart_beam, "bert_infer": bert_infer}
+BART_WORKLOADS = ("bart_train", "bart_beam")
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    return (f"CPU {model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+            f"load average {os.getloadavg()[0]:.1f} at start")
+
+
+def table(rows: list[dict], skipped: dict) -> str:
+    def mib(x):
+        return "n/a" if x is None else f"{x:.0f}"
+    cpu = any(r["cpu_time_ratio"] is not None for r in rows)
+    head = ["workload", "shape", "unit", "ours", "HF", "ours/HF", "spread", *(["by CPU time"] if cpu else []),
+            "ours MiB", "HF MiB", "check"]
+    body = [[r["workload"], r["shape"], r["unit"], f"{r['ours']:.2f}", f"{r['hf']:.2f}", f"{r['ratio']:.2f}x",
+             f"{r['spread']:.0%}", *([f"{r['cpu_time_ratio']:.2f}x"] if cpu else []), mib(r["ours_mem_mib"]),
+             mib(r["hf_mem_mib"]), r["check"]] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"- {r['workload']}: {r['note']}" for r in rows]
+    lines += [f"- {w}: skipped, {why}" for w, why in skipped.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help="bf16 = autocast; default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {','.join(WORKLOADS)}")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls of each model; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls of each model first")
+    p.add_argument("--quick", action="store_true", help="tiny shapes (a CPU smoke test)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our models (HF stays eager, its default)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device: expected cpu, cuda or cuda:N, got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available on this machine")
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if unknown := [w for w in names if w not in WORKLOADS]:
+        p.error(f"--workloads: unknown {', '.join(unknown)}; expected some of {', '.join(WORKLOADS)}")
+    if args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        p.error("--repeats and --threads must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as minibert.training.fit; matters for fp32 only
+        torch.backends.cudnn.allow_tf32 = True
+
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    env = Env(device, dtype, args.compile, SIZES["quick" if args.quick else device.type])
+    command = shlex.join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
+    machine = device_name(device)
+    header = "; ".join([
+        machine, dtype + ("; ours compiled" if args.compile else ""),
+        f"torch {torch.__version__}, transformers {transformers.__version__}",
+        f"median of {args.repeats} after {args.warmup} warm-up, ours and HF interleaved",
+        "spread = (max - min) / median of the noisier side",
+        *(["by CPU time = ratio of the process CPU times, steadier on a busy machine"] * (device.type == "cpu"))])
+    print(f"# {command}\n# {header}\n", flush=True)
+
+    rows, skipped = [], {}
+    for name in names:
+        if name in BART_WORKLOADS and MINIBART_MISSING:
+            skipped[name] = MINIBART_MISSING
+            continue
+        torch.manual_seed(0)
+        rows.append(measure(WORKLOADS[name](env), env, args.repeats, args.warmup))
+        r = rows[-1]
+        print(f"  {name}: ours {r['ours']:.2f}, HF {r['hf']:.2f} {r['unit']} ({r['ratio']:.2f}x)", file=sys.stderr,
+              flush=True)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(table(rows, skipped), flush=True)
+    result = dict(command=command, setup=header, device=machine, dtype=dtype, compile=args.compile,
+                  torch=torch.__version__, transformers=transformers.__version__, repeats=args.repeats,
+                  warmup=args.warmup, results=rows, skipped=skipped)
+    if args.json:
+        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
+if __name__ == "__main__":
+    main()
