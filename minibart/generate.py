@@ -107,9 +107,8 @@ def no_repeat_ngram(ids: Tensor, scores: Tensor, n: int) -> Tensor:
 
 
 def min_length(ids: Tensor, scores: Tensor, length: int, eos: int) -> Tensor:
-    """No EOS before the sequence (start token included) is `length` long."""
+    """No EOS before the sequence (start token included) is `length` long. In place: `process` owns scores."""
     if ids.size(1) < length:
-        scores = scores.clone()
         scores[:, eos] = -math.inf
     return scores
 
@@ -135,7 +134,10 @@ def top_p_filter(scores: Tensor, p: float, keep: int = 1) -> Tensor:
 
 
 def process(ids: Tensor, scores: Tensor, s: Settings) -> Tensor:
-    """All processors the settings ask for; the sampling warpers only when sampling."""
+    """All processors the settings ask for; the sampling warpers only when sampling.
+
+    scores must be a fresh tensor (the step's logits): processors may overwrite it.
+    """
     t = ids.size(1)
     if s.no_repeat_ngram_size > 0:
         scores = no_repeat_ngram(ids, scores, s.no_repeat_ngram_size)
@@ -161,21 +163,31 @@ def process(ids: Tensor, scores: Tensor, s: Settings) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 def next_token_logits(model, ids: Tensor, cache) -> Tensor:
-    """One decoder step: the last token of each sequence [N, t] -> float32 logits [N, V]."""
-    return model.decode(ids[:, -1:], cache)[:, -1].float()
+    """One decoder step: the last token of each sequence [N, t] -> logits [N, V] (the model's dtype)."""
+    return model.decode(ids[:, -1:], cache)[:, -1]
+
+
+def may_have_ended(t: int, s: Settings) -> bool:
+    """Whether a hypothesis can have ended in the step that made the sequences t long.
+
+    Not while min_length bans EOS (unless forced BOS is EOS) and max_length is ahead: then every
+    stop check is known to be False, and skipping it saves its host-device sync.
+    """
+    eos_banned = t <= s.min_length and not (t == 2 and s.forced_bos_token_id == s.eos_token_id)
+    return not eos_banned or t >= s.max_length
 
 
 def greedy_or_sample(model, cache, ids: Tensor, s: Settings) -> Tensor:
     """One sequence per row: argmax or a sample each step; finished rows continue with padding."""
     unfinished = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
     while True:
-        scores = process(ids, next_token_logits(model, ids, cache), s)
+        scores = process(ids, next_token_logits(model, ids, cache).float(), s)
         token = torch.multinomial(scores.softmax(-1), 1)[:, 0] if s.do_sample else scores.argmax(-1)
         if s.eos_token_id is not None:
             token = torch.where(unfinished, token, s.pad_token_id)
             unfinished &= token != s.eos_token_id
         ids = torch.cat([ids, token[:, None]], dim=1)
-        if ids.size(1) >= s.max_length or not unfinished.any():
+        if ids.size(1) >= s.max_length or may_have_ended(ids.size(1), s) and not unfinished.any():
             return ids
 
 
@@ -228,14 +240,14 @@ def select_candidates(scores: Tensor, n: int, do_sample: bool) -> tuple[Tensor, 
     return top, index.gather(1, order)
 
 
-def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Settings) -> tuple[Beams, Tensor, bool]:
+def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Settings) -> tuple[Beams, Tensor, Tensor]:
     """Extend every beam by one token (Beams at length t -> t + 1).
 
     log_probs [B, K, V] are the processed next-token log-probabilities. The 2K best continuations
     per source (so that K stay open even if K end here) are split: those that end (EOS or
     max_length) may enter the finished list if among the top K, the best K others stay open.
     Returns the new beams, per new open beam the flat row it came from (for the cache), and whether
-    every continuation ended (nothing left to extend).
+    every continuation ended (nothing left to extend; a bool tensor, to spare a host sync).
     """
     B, K, V = log_probs.shape
     total = (log_probs + beams.scores[:, :, None]).view(B, K * V)
@@ -265,7 +277,7 @@ def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Setti
                   done_scores=merge_beams(beams.done_scores, final, best),
                   done=merge_beams(beams.done, ended, best), done_len=merge_beams(beams.done_len, length, best),
                   improvable=beams.improvable)
-    return beams, flat_origin, bool(ends.all())
+    return beams, flat_origin, ends.all()
 
 
 def still_improvable(beams: Beams, t: int, prompt_len: int, s: Settings) -> Tensor:
@@ -291,14 +303,17 @@ def beam_search(model, cache, ids: Tensor, s: Settings) -> Tensor:
     B = beams.seqs.size(0)
     while True:
         flat = beams.seqs[:, :, :t].flatten(0, 1)  # [B*K, t]
-        log_probs = process(flat, F.log_softmax(next_token_logits(model, flat, cache), dim=-1), s)
-        beams, origin, all_ended = beam_step(beams, log_probs.view(B, K, -1), t, prompt_len, s)
+        log_probs = process(flat, F.log_softmax(next_token_logits(model, flat, cache), -1, dtype=torch.float32), s)
+        beams, origin, stop = beam_step(beams, log_probs.view(B, K, -1), t, prompt_len, s)
         cache.reorder(origin)
         t += 1
         beams.improvable = still_improvable(beams, t, prompt_len, s)
-        all_done = s.early_stopping is True and bool(beams.done.all())
-        if all_ended or all_done or not beams.improvable.any():
-            break
+        if may_have_ended(t, s):  # stop when all ended, all done (early_stopping), or none improvable: one sync
+            stop |= ~beams.improvable.any()
+            if s.early_stopping is True:
+                stop |= beams.done.all()
+            if stop.item():
+                break
     n = s.num_return_sequences
     return beams.done_seqs[:, :n].flatten(0, 1)[:, :prompt_len + int(beams.done_len[:, :n].max())]
 
@@ -321,12 +336,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **k
     s = resolve_settings(model.config, **kwargs)
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # nothing padded: no mask, the fast attention kernels
-    copies = max(s.num_beams, s.num_return_sequences)
-    memory = model.encode(input_ids, attention_mask).repeat_interleave(copies, dim=0)
-    if attention_mask is not None:
-        attention_mask = attention_mask.repeat_interleave(copies, dim=0)
-    cache = model.new_cache(memory, attention_mask, max_len=s.max_length - 1)
-    ids = input_ids.new_full((memory.size(0), 1), s.decoder_start_token_id)
+    copies = max(s.num_beams, s.num_return_sequences)  # sequences per source, sharing its cross-attention K/V
+    cache = model.new_cache(model.encode(input_ids, attention_mask), attention_mask, s.max_length - 1, copies)
+    ids = input_ids.new_full((input_ids.size(0) * copies, 1), s.decoder_start_token_id)
     if s.num_beams == 1:
         return greedy_or_sample(model, cache, ids, s)
     return beam_search(model, cache, ids, s)

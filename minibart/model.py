@@ -36,17 +36,17 @@ def seq2seq_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 @dataclass
 class KVCache:
-    """The decoder's keys and values during generation.
+    """The decoder's keys and values during generation, for N = B x `copies` sequences of B sources.
 
-    Self-attention: one preallocated buffer per layer for keys and one for values, [B, H, max_len, Dh];
-    positions [0, pos) are filled and each step writes at `pos`. Cross-attention: the encoder output's
-    keys and values per layer, [B, H, S, Dh], computed once per source, and its padding mask.
+    Self-attention: one preallocated buffer `kv` [layers, 2, N, H, max_len, Dh] holding every
+    layer's keys (index 0) and values (1); positions [0, pos) are filled and each step writes at
+    `pos`. Cross-attention: the encoder output's keys and values per layer, [B, H, S, Dh], computed
+    once per source and shared by its copies (beams), and its padding mask.
     The buffers never change shape or address, so a static-shape decode step (torch.compile, CUDA
     graphs) can attend over all max_len positions with the mask `arange(max_len) < pos + 1` instead
     of slicing.
     """
-    self_k: list[Tensor]
-    self_v: list[Tensor]
+    kv: Tensor
     cross_k: list[Tensor]
     cross_v: list[Tensor]
     memory_mask: Tensor | None  # bool [B, 1, 1, S], or None when the source has no padding
@@ -54,25 +54,25 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.self_k[0].size(2)
+        return self.kv.size(4)
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v [B, H, T, Dh] at positions pos .. pos+T-1; return the keys and values of 0 .. pos+T-1."""
+        """Store k, v [N, H, T, Dh] at positions pos .. pos+T-1; return the keys and values of 0 .. pos+T-1."""
         end = self.pos + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KVCache holds {self.max_len} positions, cannot write up to {end}")
-        self.self_k[layer][:, :, self.pos:end] = k
-        self.self_v[layer][:, :, self.pos:end] = v
-        return self.self_k[layer][:, :, :end], self.self_v[layer][:, :, :end]
+        self.kv[layer, 0, :, :, self.pos:end] = k
+        self.kv[layer, 1, :, :, self.pos:end] = v
+        return self.kv[layer, 0, :, :, :end], self.kv[layer, 1, :, :, :end]
 
     def reorder(self, index: Tensor) -> None:
-        """Beam search: batch row i takes the self-attention history of row index[i], in place.
+        """Beam search: sequence i takes the self-attention history of sequence index[i], in place.
 
-        `index` only permutes rows among the copies of one source, so the cross-attention keys,
-        values and mask, identical across those copies, stay as they are.
+        `index` only permutes sequences among the copies of one source, so the cross-attention keys,
+        values and mask, shared by those copies, stay as they are.
         """
-        for buf in self.self_k + self.self_v:
-            buf[:, :, :self.pos] = buf[:, :, :self.pos].index_select(0, index)
+        past = self.kv[..., :self.pos, :]
+        past.copy_(past.index_select(2, index))
 
 
 class EncoderLayer(nn.Module):
@@ -105,14 +105,17 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: Tensor, memory_k: Tensor, memory_v: Tensor, memory_mask: Tensor | None,
                 cache: KVCache | None = None, index: int = 0) -> Tensor:
-        """x [B, T, D]; memory_k/v [B, H, S, Dh]; with a cache, x holds the T positions after cache.pos."""
+        """x [N, T, D], N a multiple of B; memory_k/v [B, H, S, Dh]; with a cache, x holds the T positions
+        after cache.pos."""
         q, k, v = self.self_attn.project(x)
         if cache is not None:
             k, v = cache.write(index, k, v)
         # one new query sees every cached key: no mask; several are causal (bottom-right aligned)
         h = self.self_attn.attend(q, k, v, is_causal=q.size(2) > 1)
         x = self.self_attn_layer_norm(x + self.drop(h))
-        x = self.encoder_attn_layer_norm(x + self.drop(self.encoder_attn(x, memory_k, memory_v, memory_mask)))
+        # the copies (beams) of a source share its memory: fold them into the query length, [N, T, D] -> [B, N/B*T, D]
+        h = self.encoder_attn(x.reshape(memory_k.size(0), -1, x.size(-1)), memory_k, memory_v, memory_mask)
+        x = self.encoder_attn_layer_norm(x + self.drop(h.view_as(x)))
         return self.final_layer_norm(x + self.drop(self.fc2(self.act_drop(F.gelu(self.fc1(x))))))
 
 
@@ -165,14 +168,13 @@ class BartDecoder(_Stack):
         super().__init__(c, embed_tokens)
         self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
 
-    def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int) -> KVCache:
-        """Cross-attention keys/values of `memory` [B, S, D] and empty self-attention buffers of max_len."""
-        B, H = memory.size(0), self.layers[0].self_attn.n_heads
-        shape = (B, H, max_len, memory.size(-1) // H)
+    def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int, copies: int = 1) -> KVCache:
+        """Cross-attention keys/values of `memory` [B, S, D] and empty self-attention buffers of max_len
+        for `copies` sequences per source (rows b * copies .. b * copies + copies - 1 decode source b)."""
+        H = self.layers[0].self_attn.n_heads
+        shape = (len(self.layers), 2, memory.size(0) * copies, H, max_len, memory.size(-1) // H)
         cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
-        return KVCache(self_k=[memory.new_zeros(shape) for _ in self.layers],
-                       self_v=[memory.new_zeros(shape) for _ in self.layers],
-                       cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
+        return KVCache(kv=memory.new_zeros(shape), cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
                        memory_mask=padding_mask(attention_mask))
 
     def forward(self, input_ids: Tensor, memory: Tensor | None = None, attention_mask: Tensor | None = None,
@@ -257,8 +259,8 @@ class BartForConditionalGeneration(BartPreTrainedModel):
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.model.encoder(input_ids, attention_mask)
 
-    def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int) -> KVCache:
-        return self.model.decoder.new_cache(memory, attention_mask, max_len)
+    def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int, copies: int = 1) -> KVCache:
+        return self.model.decoder.new_cache(memory, attention_mask, max_len, copies)
 
     def decode(self, decoder_input_ids: Tensor, cache: KVCache) -> Tensor:
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
