@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from data.cola import collate, encode, load_hub, load_raw, matthews_corrcoef, train_val_split
 from minibert import BertForSequenceClassification, load_tokenizer
-from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit,
-                               pick_device, run_info, set_seed, to_device, write_json, write_text)
+from minibert.training import (add_training_args, autocast, batch_indices, finish_run, fit, run_info, start_run,
+                               to_device, write_text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,12 +49,8 @@ def predict(model, ids: list[list[int]], labels: list[int], batch_size: int, pad
 
 
 def main(argv=None) -> dict:
-    t0 = time.perf_counter()
     args = parse_args(argv)
-    cfg = TrainConfig.from_args(args)
-    set_seed(args.seed)
-    device = pick_device(args.device)
-    log = RunLog(args.output_dir, resume=args.resume)
+    cfg, device, log, t0 = start_run(args)
 
     splits = load_raw(args.data_dir) if args.data_dir else load_hub()
     train, val = train_val_split(splits["train"], 0.1, args.seed)
@@ -136,13 +132,9 @@ def main(argv=None) -> dict:
                             "max_steps": args.max_steps, "compile": args.compile},
                "steps": result["step"], "train_time_s": round(train_s, 2),
                "seconds_per_step": round(train_s / max(1, result["step"]), 4),
-               "wall_time_s": round(time.perf_counter() - t0, 2), "checkpoint": result["checkpoint"],
+               "checkpoint": result["checkpoint"],
                **run_info(device, None if argv is None else ["train_cola.py", *argv])}
-    write_json(f"{args.output_dir}/metrics.json", metrics)
-    log.print(f"wrote metrics.json, predictions_out_of_domain.tsv and samples.md to {args.output_dir} "
-              f"({metrics['wall_time_s']:.0f} s)")
-    log.close()
-    return metrics
+    return finish_run(log, args.output_dir, metrics, t0, "predictions_out_of_domain.tsv and samples.md")
 
 
 if __name__ == "__main__":

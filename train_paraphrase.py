@@ -27,8 +27,8 @@ from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, load_h
                              normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
 from minibart import BartForConditionalGeneration, seq2seq_loss
 from minibert.checkpoint import load_tokenizer, read_config, resolve
-from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit,
-                               last_checkpoint, pick_device, run_info, set_seed, write_json, write_text)
+from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, finish_run, fit,
+                               last_checkpoint, run_info, start_run, write_text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -163,12 +163,8 @@ def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[li
 
 
 def main(argv=None) -> dict:
-    t0 = time.perf_counter()
     args = parse_args(argv)
-    cfg = TrainConfig.from_args(args)
-    set_seed(args.seed)
-    device = pick_device(args.device)
-    log = RunLog(args.output_dir, resume=args.resume)
+    cfg, device, log, t0 = start_run(args)
 
     train, held, data_source = load_pairs(args)
     tok = load_tokenizer(args.model)
@@ -232,12 +228,8 @@ def main(argv=None) -> dict:
                             "both_directions": args.both_directions, "max_steps": args.max_steps,
                             "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
                                            "max_length": args.max_length, "top_k": args.top_k, "top_p": args.top_p}},
-               "wall_time_s": round(time.perf_counter() - t0, 2), "checkpoint": result["checkpoint"],
-               **run_info(device)}
-    write_json(f"{args.output_dir}/metrics.json", metrics)
-    log.print(f"wrote metrics.json, generations.jsonl and samples.md to {args.output_dir} ({metrics['wall_time_s']:.0f} s)")
-    log.close()
-    return metrics
+               "checkpoint": result["checkpoint"], **run_info(device)}
+    return finish_run(log, args.output_dir, metrics, t0, "generations.jsonl and samples.md")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from data.squad import (SquadExample, collate, featurize, load_squad_hub, postpr
                         sample_questions)
 from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
-from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit,
-                               pick_device, run_info, set_seed, to_device, write_json, write_text)
+from minibert.training import (RunLog, add_training_args, autocast, batch_indices, finish_run, fit, run_info,
+                               start_run, to_device, write_json, write_text)
 
 EVAL_BATCH_SIZE = 64
 FILES = {"2.0": ("train-v2.0.json", "dev-v2.0.json"), "1.1": ("train-v1.1.json", "dev-v1.1.json")}
@@ -142,12 +142,8 @@ def samples_md(examples: list[SquadExample], predictions: dict, null_odds: dict,
 
 
 def main(argv=None) -> dict:
-    t0 = time.perf_counter()
     args = parse_args(argv)
-    cfg = TrainConfig.from_args(args)
-    set_seed(args.seed)
-    device = pick_device(args.device)
-    log = SquadLog(args.output_dir, resume=args.resume)
+    cfg, device, log, t0 = start_run(args, SquadLog)
     version_2 = args.version == "2.0"
 
     all_train, train_source = load_split(args, "train")
@@ -228,14 +224,9 @@ def main(argv=None) -> dict:
                             "compile": args.compile},
                "steps": result["step"], "epochs": result["history"], "train_time_s": round(epoch_s, 2),
                "features_per_s": round(features_per_s, 2), "featurize_time_s": round(featurize_s, 2),
-               "eval_time_s": round(eval_s, 2), "wall_time_s": round(time.perf_counter() - t0, 2),
-               "checkpoint": result["checkpoint"],
+               "eval_time_s": round(eval_s, 2), "checkpoint": result["checkpoint"],
                **run_info(device, None if argv is None else ["train_squad.py", *argv])}
-    write_json(out / "metrics.json", metrics)
-    log.print(f"wrote predictions.json, {'null_odds.json, ' if version_2 else ''}metrics.json and samples.md "
-              f"to {out} ({metrics['wall_time_s']:.0f} s)")
-    log.close()
-    return metrics
+    return finish_run(log, out, metrics, t0, f"predictions.json, {'null_odds.json, ' if version_2 else ''}samples.md")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ a loss, and calls `fit`. Public API:
     batch_indices(n, batch_size, seed, epoch, shuffle=True, lengths=None) -> list of index lists
     to_device(batch, device)
     RunLog(output_dir, resume=False)               JSON lines (log.jsonl) + printed lines (train.log)
+    start_run(args, log_class=RunLog) -> (cfg, device, log, t0); finish_run(log, output_dir, metrics, t0, wrote)
     fit(model, cfg, batches, loss_fn, steps_per_epoch, on_epoch_end=None, log=None,
         tokenizer_from=None) -> dict
     last_checkpoint(output_dir) -> Path | None
@@ -268,6 +269,22 @@ class RunLog:
     def close(self) -> None:
         self.jsonl.close()
         self.text.close()
+
+
+def start_run(args: argparse.Namespace, log_class: type[RunLog] = RunLog):
+    """What every script's main() begins with -> (TrainConfig, device, log, start time)."""
+    t0 = time.perf_counter()
+    set_seed(args.seed)
+    return TrainConfig.from_args(args), pick_device(args.device), log_class(args.output_dir, resume=args.resume), t0
+
+
+def finish_run(log: RunLog, output_dir: str | os.PathLike, metrics: dict, t0: float, wrote: str) -> dict:
+    """What it ends with: the wall time into metrics.json, a closing line, the log closed."""
+    metrics["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    write_json(Path(output_dir) / "metrics.json", metrics)
+    log.print(f"wrote metrics.json, {wrote} to {output_dir} ({metrics['wall_time_s']:.0f} s)")
+    log.close()
+    return metrics
 
 
 def _fmt(v) -> str:

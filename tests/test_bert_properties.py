@@ -1,7 +1,6 @@
 """Properties of the attention and of BertModel that must hold for any input (hypothesis)."""
 import functools
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
