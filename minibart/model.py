@@ -174,7 +174,9 @@ class BartDecoder(_Stack):
         H = self.layers[0].self_attn.n_heads
         shape = (len(self.layers), 2, memory.size(0) * copies, H, max_len, memory.size(-1) // H)
         cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
-        return KVCache(kv=memory.new_zeros(shape), cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
+        # the projections' dtype, not memory's: under bf16 autocast memory leaves a LayerNorm in fp32
+        kv = memory.new_zeros(shape, dtype=cross[0][0].dtype)
+        return KVCache(kv=kv, cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
                        memory_mask=padding_mask(attention_mask))
 
     def forward(self, input_ids: Tensor, memory: Tensor | None = None, attention_mask: Tensor | None = None,
