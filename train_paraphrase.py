@@ -7,7 +7,7 @@ no_repeat_ngram_size 3 (so it samples within beams).
 Offline, `--model minilm` (or any BERT folder) builds a BART warm-started from BERT (Rothe et al.
 2020) with BERT's tokenizer; `--denoise-steps N` first trains it on BART's own pre-training task
 (text infilling + sentence permutation, Lewis et al. 2020) on unlabeled text, so that its decoder
-learns to read the encoder before it sees the ~6,500 pairs.
+learns to read the encoder before it sees the pairs (5,019 from MSRP + PAWS-QQP after clean-up).
 
     python train_paraphrase.py                                        # the blog, data from the Hub
     python train_paraphrase.py --model minilm --data-dir ../shared/data/paraphrase \\
