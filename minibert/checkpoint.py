@@ -143,7 +143,7 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
     The checkpoint may hold the base model bare ("embeddings...") or prefixed ("bert.embeddings...").
     Weights of other task heads are dropped with a note; this model's own head, when absent, keeps its
     fresh initialization (reported, as HF does); anything else missing, unexpected or of the wrong
-    shape is an error naming the keys.
+    shape is an error naming the keys (a missing one by our name and by the HF name it maps from).
     """
     expected = model.state_dict()
     matched, unexpected = {}, []
@@ -161,10 +161,11 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
     fresh = [k for k in missing if k.startswith(own_heads)]
     missing = [k for k in missing if k not in fresh]
     problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if missing:  # our name, then the checkpoint's (HF) name(s) it comes from
+        named = [f"{k} (HF {', '.join(model.to_hf({k: expected[k]})) or 'tied'})" for k in missing]
+        problems.append(f"missing keys: {', '.join(named)}")
+    if unexpected:  # in the checkpoint's (HF) names
+        problems.append(f"unexpected keys: {', '.join(k for u in unexpected for k in model.to_hf({u: state[u]}))}")
     if mismatched:
         problems.append(f"shape mismatch: {'; '.join(mismatched)}")
     if problems:

@@ -184,8 +184,21 @@ def hf_dir(tmp_path):
 
 def test_missing_key(hf_dir):
     doctor(hf_dir, **{"encoder.layer.1.output.dense.weight": None})
-    with pytest.raises(ValueError, match=r"missing keys: layers\.1\.ffn\.down\.weight$"):
+    with pytest.raises(ValueError, match=r"missing keys: layers\.1\.ffn\.down\.weight "
+                                         r"\(HF encoder\.layer\.1\.output\.dense\.weight\)$"):
         BertModel.from_pretrained(hf_dir)
+
+
+def test_missing_one_of_query_key_value_names_all_three_in_hf_terms(hf_dir):
+    """The fused projection is missing; the two halves that are present are reported under their HF names."""
+    doctor(hf_dir, **{"encoder.layer.0.attention.self.key.weight": None})
+    with pytest.raises(ValueError) as e:
+        BertModel.from_pretrained(hf_dir)
+    msg = str(e.value)
+    assert "missing keys: layers.0.attn.qkv.weight (HF encoder.layer.0.attention.self.query.weight, " \
+           "encoder.layer.0.attention.self.key.weight, encoder.layer.0.attention.self.value.weight)" in msg
+    assert msg.endswith("unexpected keys: encoder.layer.0.attention.self.query.weight, "
+                        "encoder.layer.0.attention.self.value.weight")
 
 
 def test_unexpected_key(hf_dir):
