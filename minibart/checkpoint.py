@@ -6,7 +6,6 @@ ours, "{}" standing for a layer index). HF's separate q/k/v projections are fuse
 split again on the way out. The generic pieces (finding, reading, writing a checkpoint, the load
 report) are minibert.checkpoint's.
 """
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from minibert.checkpoint import (PretrainedMixin, atomic_write, bert_from_hf, fuse, load_converted, load_tokenizer,
-                                 read_config, read_state_dict, rename, resolve, unfuse)
+from minibert.checkpoint import (PretrainedMixin, atomic_write, bert_from_hf, fuse, load_tokenizer, read_config,
+                                 read_state_dict, rename, unfuse)
 from minibert.config import BertConfig
 
 from .config import BartConfig
@@ -99,16 +98,6 @@ def bart_to_hf(state_dict: dict[str, Tensor], tie_word_embeddings: bool = True) 
     return out
 
 
-def read_generation_config(folder: Path) -> dict:
-    path = Path(folder) / "generation_config.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-
-
 class BartPretrainedMixin(PretrainedMixin):
     """minibert's from_pretrained / save_pretrained, plus generation_config.json and tied embeddings."""
 
@@ -116,17 +105,11 @@ class BartPretrainedMixin(PretrainedMixin):
     other_heads = ("lm_head.", "final_logits_bias", "classification_head.", "qa_outputs.")
 
     @classmethod
-    def from_pretrained(cls, name_or_path, dtype: torch.dtype = torch.float32, **config_overrides):
-        folder = resolve(name_or_path)
-        config = BartConfig.from_hf_dict(read_config(folder), read_generation_config(folder))
-        try:
-            config = dataclasses.replace(config, **config_overrides)
-        except TypeError as e:
-            raise ValueError(f"unknown config override for BartConfig: {e}") from None
-        model = cls(config)
-        state = bart_from_hf(read_state_dict(folder), config.tie_word_embeddings)
-        load_converted(model, state, str(folder), cls.base_prefix, cls.other_heads, model.own_heads)
-        return model.to(dtype)
+    def read_hf_config(cls, folder: Path) -> BartConfig:
+        return BartConfig.from_hf_dict(read_config(folder), read_config(folder, "generation_config.json", False))
+
+    def from_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        return bart_from_hf(state_dict, self.config.tie_word_embeddings)
 
     def to_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         return bart_to_hf(state_dict, self.config.tie_word_embeddings)

@@ -280,4 +280,4 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         config, state = bart_from_bert(resolve(name_or_path))
         model = cls(config)
         model.load_state_dict(state)
-        return model.to(dtype)
+        return model.to(dtype).eval()  # as from_pretrained: dropout off until .train()

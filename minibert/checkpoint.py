@@ -65,10 +65,13 @@ def _download(repo_id: str) -> Path:
 # Reading and writing files
 # ---------------------------------------------------------------------------------------------
 
-def read_config(folder: Path) -> dict:
-    path = Path(folder) / "config.json"
+def read_config(folder: Path, name: str = "config.json", required: bool = True) -> dict:
+    """A JSON file of a checkpoint folder (config.json, generation_config.json); {} if absent and optional."""
+    path = Path(folder) / name
     if not path.exists():
-        raise FileNotFoundError(f"{folder} has no config.json")
+        if not required:
+            return {}
+        raise FileNotFoundError(f"{folder} has no {name}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -178,8 +181,9 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
 
 class PretrainedMixin:
     """from_pretrained / save_pretrained for a model class that defines:
-    config_class (from_hf_dict, to_hf_dict), from_hf / to_hf (pure key maps), hf_architecture,
-    base_prefix ("bert."), other_heads (prefixes of other classes' heads), own_heads."""
+    config_class (from_hf_dict, to_hf_dict), from_hf / to_hf (pure key maps, called on the model),
+    hf_architecture, base_prefix ("bert."), other_heads (prefixes of other classes' heads); a family
+    whose checkpoints hold more than config.json overrides read_hf_config."""
 
     base_prefix = "bert."
     other_heads = ("pooler.", "qa_outputs.", "classifier.")
@@ -189,15 +193,19 @@ class PretrainedMixin:
         return tuple(n + "." for n, _ in self.named_children() if n + "." in self.other_heads)
 
     @classmethod
+    def read_hf_config(cls, folder: Path):
+        return cls.config_class.from_hf_dict(read_config(folder))
+
+    @classmethod
     def from_pretrained(cls, name_or_path, dtype: torch.dtype = torch.float32, **config_overrides):
         folder = resolve(name_or_path)
-        config = cls.config_class.from_hf_dict(read_config(folder))
+        config = cls.read_hf_config(folder)
         try:
             config = dataclasses.replace(config, **config_overrides)
         except TypeError as e:
             raise ValueError(f"unknown config override for {cls.config_class.__name__}: {e}") from None
         model = cls(config)
-        load_converted(model, cls.from_hf(read_state_dict(folder)), str(folder), cls.base_prefix,
+        load_converted(model, model.from_hf(read_state_dict(folder)), str(folder), cls.base_prefix,
                        cls.other_heads, model.own_heads)
         return model.to(dtype).eval()  # as HF: dropout off until the caller asks for .train()
 
