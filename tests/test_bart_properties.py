@@ -1,4 +1,5 @@
 """Properties of minibart that hold for any weights and inputs (hypothesis)."""
+import copy
 import dataclasses
 
 import pytest
@@ -89,12 +90,17 @@ def test_source_padding_and_batching_leave_outputs_unchanged(model, batch, extra
 @SETTINGS
 @given(batches())
 def test_sdpa_equals_math(model, batch):
-    """The fused SDPA attention and the step-by-step reference give the same logits."""
+    """The fused SDPA attention and the step-by-step reference give the same logits.
+
+    In float64: in float32 the two orders of operations differ by rounding alone by up to 2.3e-5 on
+    these logits (magnitude ~4), which is no evidence either way; a real difference is O(1)."""
     ids, mask, dec = batch
+    sdpa = copy.deepcopy(model).double()
     math = BartForConditionalGeneration(dataclasses.replace(CONFIG, attn_implementation="math")).eval()
     math.load_state_dict(model.state_dict())
+    math.double()
     with torch.no_grad():
-        assert torch.allclose(model(ids, mask, dec), math(ids, mask, dec), atol=1e-5)
+        assert torch.allclose(sdpa(ids, mask, dec), math(ids, mask, dec), atol=1e-5)
 
 
 def reference_greedy(model, ids, mask, max_length):
