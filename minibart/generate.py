@@ -162,9 +162,44 @@ def process(ids: Tensor, scores: Tensor, s: Settings) -> Tensor:
 # Decoding
 # ---------------------------------------------------------------------------------------------
 
-def next_token_logits(model, ids: Tensor, cache) -> Tensor:
-    """One decoder step: the last token of each sequence [N, t] -> logits [N, V] (the model's dtype)."""
-    return model.decode(ids[:, -1:], cache)[:, -1]
+class DecodeStep:
+    """One decoder step for every sequence: its last token [N, 1] -> next-token logits [N, V].
+
+    The step reads its token from a static buffer and leaves the cache's shapes and addresses alone
+    (see KVCache), so on CUDA it can be captured once per generate call as a CUDA graph and then
+    replayed: one launch per step instead of a few hundred small kernels. Otherwise it runs eagerly.
+    """
+
+    def __init__(self, model, cache, rows: int, cuda_graph: bool = False):
+        self.model, self.cache = model, cache
+        self.ids = torch.zeros(rows, 1, dtype=torch.long, device=cache.kv.device)
+        self.graph = None
+        if cuda_graph:
+            self.graph, self.logits = self.capture()
+
+    def capture(self) -> tuple["torch.cuda.CUDAGraph", Tensor]:
+        """Warm up on a side stream (lazy inits, autocast's weight casts), then record one step. The
+        warm-up writes cache slots that every real step overwrites before it reads them."""
+        pos = self.cache.pos.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.model.decode(self.ids, self.cache)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = self.model.decode(self.ids, self.cache)[:, -1]
+        self.cache.pos.copy_(pos)
+        return graph, logits
+
+    def __call__(self, ids: Tensor) -> Tensor:
+        """ids [N, t] -> logits [N, V] (the model's dtype) for the token after ids[:, -1]; the cache advances.
+        The result is overwritten by the next call."""
+        self.ids.copy_(ids[:, -1:])
+        if self.graph is None:
+            return self.model.decode(self.ids, self.cache)[:, -1]
+        self.graph.replay()
+        return self.logits
 
 
 def may_have_ended(t: int, s: Settings) -> bool:
@@ -177,11 +212,11 @@ def may_have_ended(t: int, s: Settings) -> bool:
     return not eos_banned or t >= s.max_length
 
 
-def greedy_or_sample(model, cache, ids: Tensor, s: Settings) -> Tensor:
+def greedy_or_sample(step: DecodeStep, ids: Tensor, s: Settings) -> Tensor:
     """One sequence per row: argmax or a sample each step; finished rows continue with padding."""
     unfinished = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
     while True:
-        scores = process(ids, next_token_logits(model, ids, cache).float(), s)
+        scores = process(ids, step(ids).float(), s)
         token = torch.multinomial(scores.softmax(-1), 1)[:, 0] if s.do_sample else scores.argmax(-1)
         if s.eos_token_id is not None:
             token = torch.where(unfinished, token, s.pad_token_id)
@@ -293,7 +328,7 @@ def still_improvable(beams: Beams, t: int, prompt_len: int, s: Settings) -> Tens
     return beams.improvable & (best_open > worst_done).any(-1, keepdim=True)
 
 
-def beam_search(model, cache, ids: Tensor, s: Settings) -> Tensor:
+def beam_search(step: DecodeStep, ids: Tensor, s: Settings) -> Tensor:
     """Beam search (and beam sampling with do_sample) over ids [B*K, t], K = num_beams."""
     K, t = s.num_beams, ids.size(1)
     prompt_len = t
@@ -303,9 +338,9 @@ def beam_search(model, cache, ids: Tensor, s: Settings) -> Tensor:
     B = beams.seqs.size(0)
     while True:
         flat = beams.seqs[:, :, :t].flatten(0, 1)  # [B*K, t]
-        log_probs = process(flat, F.log_softmax(next_token_logits(model, flat, cache), -1, dtype=torch.float32), s)
+        log_probs = process(flat, F.log_softmax(step(flat), -1, dtype=torch.float32), s)
         beams, origin, stop = beam_step(beams, log_probs.view(B, K, -1), t, prompt_len, s)
-        cache.reorder(origin)
+        step.cache.reorder(origin)
         t += 1
         beams.improvable = still_improvable(beams, t, prompt_len, s)
         if may_have_ended(t, s):  # stop when all ended, all done (early_stopping), or none improvable: one sync
@@ -339,6 +374,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **k
     copies = max(s.num_beams, s.num_return_sequences)  # sequences per source, sharing its cross-attention K/V
     cache = model.new_cache(model.encode(input_ids, attention_mask), attention_mask, s.max_length - 1, copies)
     ids = input_ids.new_full((input_ids.size(0) * copies, 1), s.decoder_start_token_id)
+    step = DecodeStep(model, cache, ids.size(0), cuda_graph=ids.is_cuda)
     if s.num_beams == 1:
-        return greedy_or_sample(model, cache, ids, s)
-    return beam_search(model, cache, ids, s)
+        return greedy_or_sample(step, ids, s)
+    return beam_search(step, ids, s)

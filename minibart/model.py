@@ -39,40 +39,48 @@ class KVCache:
     """The decoder's keys and values during generation, for N = B x `copies` sequences of B sources.
 
     Self-attention: one preallocated buffer `kv` [layers, 2, N, H, max_len, Dh] holding every
-    layer's keys (index 0) and values (1); positions [0, pos) are filled and each step writes at
-    `pos`. Cross-attention: the encoder output's keys and values per layer, [B, H, S, Dh], computed
-    once per source and shared by its copies (beams), and its padding mask.
-    The buffers never change shape or address, so a static-shape decode step (torch.compile, CUDA
-    graphs) can attend over all max_len positions with the mask `arange(max_len) < pos + 1` instead
-    of slicing.
+    layer's keys (index 0) and values (1). `pos`, a long tensor on the buffer's device, is the next
+    position to write: a step of T tokens writes slots pos .. pos+T-1 and each of its queries
+    attends over all max_len slots with the mask "slot <= my position" (later slots are stale or
+    empty). Cross-attention: the encoder output's keys and values per layer, [B, H, S, Dh],
+    computed once per source and shared by its copies (beams), and its padding mask.
+    Nothing changes shape or address and nothing is read back to the host, so one decode step can
+    be captured as a CUDA graph and replayed (minibart.generate.DecodeStep).
     """
     kv: Tensor
     cross_k: list[Tensor]
     cross_v: list[Tensor]
     memory_mask: Tensor | None  # bool [B, 1, 1, S], or None when the source has no padding
-    pos: int = 0
+    pos: Tensor  # long [], on kv's device
 
     @property
     def max_len(self) -> int:
         return self.kv.size(4)
 
-    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v [N, H, T, Dh] at positions pos .. pos+T-1; return the keys and values of 0 .. pos+T-1."""
-        end = self.pos + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KVCache holds {self.max_len} positions, cannot write up to {end}")
-        self.kv[layer, 0, :, :, self.pos:end] = k
-        self.kv[layer, 1, :, :, self.pos:end] = v
-        return self.kv[layer, 0, :, :, :end], self.kv[layer, 1, :, :, :end]
+    def positions(self, T: int) -> Tensor:
+        """The positions of the next T tokens, long [T]."""
+        return self.pos + torch.arange(T, device=self.pos.device)
+
+    def write(self, layer: int, k: Tensor, v: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v [N, H, T, Dh] at `positions` [T]; return all max_len keys and values [N, H, max_len, Dh]."""
+        keys, values = self.kv[layer]
+        keys.index_copy_(2, positions, k)
+        values.index_copy_(2, positions, v)
+        return keys, values
+
+    def mask(self, positions: Tensor) -> Tensor:
+        """bool [T, max_len]: the query at position p sees slots 0 .. p (causal, and nothing stale)."""
+        return torch.arange(self.max_len, device=positions.device) <= positions[:, None]
 
     def reorder(self, index: Tensor) -> None:
         """Beam search: sequence i takes the self-attention history of sequence index[i], in place.
 
-        `index` only permutes sequences among the copies of one source, so the cross-attention keys,
-        values and mask, shared by those copies, stay as they are.
+        One layer at a time, so the temporary copy is a layer's, not the whole cache's. `index` only
+        permutes sequences among the copies of one source, so the cross-attention keys, values and
+        mask, shared by those copies, stay as they are.
         """
-        past = self.kv[..., :self.pos, :]
-        past.copy_(past.index_select(2, index))
+        for layer in self.kv:  # [2, N, H, max_len, Dh]
+            layer.copy_(layer.index_select(1, index))
 
 
 class EncoderLayer(nn.Module):
@@ -104,14 +112,15 @@ class DecoderLayer(nn.Module):
         self.drop, self.act_drop = nn.Dropout(c.dropout), nn.Dropout(c.activation_dropout)
 
     def forward(self, x: Tensor, memory_k: Tensor, memory_v: Tensor, memory_mask: Tensor | None,
-                cache: KVCache | None = None, index: int = 0) -> Tensor:
-        """x [N, T, D], N a multiple of B; memory_k/v [B, H, S, Dh]; with a cache, x holds the T positions
-        after cache.pos."""
+                cache: KVCache | None = None, index: int = 0, positions: Tensor | None = None) -> Tensor:
+        """x [N, T, D], N a multiple of B; memory_k/v [B, H, S, Dh]; with a cache, x holds the tokens at
+        `positions` [T] and this is layer `index`."""
         q, k, v = self.self_attn.project(x)
-        if cache is not None:
-            k, v = cache.write(index, k, v)
-        # one new query sees every cached key: no mask; several are causal (bottom-right aligned)
-        h = self.self_attn.attend(q, k, v, is_causal=q.size(2) > 1)
+        if cache is None:
+            h = self.self_attn.attend(q, k, v, is_causal=True)
+        else:
+            k, v = cache.write(index, k, v, positions)
+            h = self.self_attn.attend(q, k, v, mask=cache.mask(positions))
         x = self.self_attn_layer_norm(x + self.drop(h))
         # the copies (beams) of a source share its memory: fold them into the query length, [N, T, D] -> [B, N/B*T, D]
         h = self.encoder_attn(x.reshape(memory_k.size(0), -1, x.size(-1)), memory_k, memory_v, memory_mask)
@@ -130,14 +139,20 @@ class _Stack(nn.Module):
         self.layernorm_embedding = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.drop = nn.Dropout(c.dropout)
 
-    def embed(self, input_ids: Tensor, start: int = 0) -> Tensor:
-        """ids [B, T] at positions start .. start+T-1 -> [B, T, D]."""
-        end = start + input_ids.size(1)
-        if end > self.embed_positions.num_embeddings - POSITION_OFFSET:
-            raise ValueError(f"position {end - 1} is beyond max_position_embeddings "
-                             f"{self.embed_positions.num_embeddings - POSITION_OFFSET}")
+    @property
+    def max_positions(self) -> int:
+        return self.embed_positions.num_embeddings - POSITION_OFFSET
+
+    def embed(self, input_ids: Tensor, positions: Tensor | None = None) -> Tensor:
+        """ids [B, T] at positions 0 .. T-1, or at `positions` [T] (a tensor: decoding) -> [B, T, D]."""
         x = self.embed_tokens(input_ids) * self.embed_scale
-        x = x + self.embed_positions.weight[start + POSITION_OFFSET:end + POSITION_OFFSET]
+        if positions is None:
+            if input_ids.size(1) > self.max_positions:
+                raise ValueError(f"input of length {input_ids.size(1)} is longer than max_position_embeddings "
+                                 f"{self.max_positions}")
+            x = x + self.embed_positions.weight[POSITION_OFFSET:input_ids.size(1) + POSITION_OFFSET]
+        else:
+            x = x + self.embed_positions(positions + POSITION_OFFSET)
         return self.drop(self.layernorm_embedding(x))
 
 
@@ -171,13 +186,17 @@ class BartDecoder(_Stack):
     def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int, copies: int = 1) -> KVCache:
         """Cross-attention keys/values of `memory` [B, S, D] and empty self-attention buffers of max_len
         for `copies` sequences per source (rows b * copies .. b * copies + copies - 1 decode source b)."""
+        if max_len > self.max_positions:
+            raise ValueError(f"a cache of {max_len} positions is longer than max_position_embeddings "
+                             f"{self.max_positions}")
         H = self.layers[0].self_attn.n_heads
         shape = (len(self.layers), 2, memory.size(0) * copies, H, max_len, memory.size(-1) // H)
         cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
         # the projections' dtype, not memory's: under bf16 autocast memory leaves a LayerNorm in fp32
         kv = memory.new_zeros(shape, dtype=cross[0][0].dtype)
         return KVCache(kv=kv, cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
-                       memory_mask=padding_mask(attention_mask))
+                       memory_mask=padding_mask(attention_mask), pos=torch.zeros((), dtype=torch.long,
+                                                                                 device=memory.device))
 
     def forward(self, input_ids: Tensor, memory: Tensor | None = None, attention_mask: Tensor | None = None,
                 cache: KVCache | None = None) -> Tensor:
@@ -188,11 +207,12 @@ class BartDecoder(_Stack):
             memory_mask = padding_mask(attention_mask)
         else:
             cross, memory_mask = list(zip(cache.cross_k, cache.cross_v, strict=True)), cache.memory_mask
-        x = self.embed(input_ids, start=cache.pos if cache is not None else 0)
+        positions = cache.positions(input_ids.size(1)) if cache is not None else None
+        x = self.embed(input_ids, positions)
         for i, (layer, (k, v)) in enumerate(zip(self.layers, cross, strict=True)):
-            x = layer(x, k, v, memory_mask, cache, i)
+            x = layer(x, k, v, memory_mask, cache, i, positions)
         if cache is not None:
-            cache.pos += input_ids.size(1)
+            cache.pos += input_ids.size(1)  # in place: a captured step advances it on replay
         return x
 
 

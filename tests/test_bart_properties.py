@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
-from minibart.generate import beam_search, greedy_or_sample, resolve_settings
+from minibart.generate import DecodeStep, beam_search, greedy_or_sample, resolve_settings
 
 
 V, PAD = 40, 1
@@ -71,6 +71,36 @@ def test_cached_decoding_equals_the_full_forward(model, batch, chunks):
 
 
 @SETTINGS
+@given(batches(), st.integers(0, 6))
+def test_cached_decoding_never_reads_stale_slots(model, batch, extra):
+    """Slots at and after the write position hold anything (old beams, warm-up writes): filled with
+    large garbage, a cache `extra` slots longer than needed still gives the full forward's logits."""
+    ids, mask, dec = batch
+    with torch.no_grad():
+        full = model(ids, mask, dec)
+        cache = model.new_cache(model.encode(ids, mask), mask, max_len=dec.size(1) + extra)
+        cache.kv.copy_(torch.randn_like(cache.kv) * 1e4)
+        steps = [model.decode(dec[:, t:t + 1], cache) for t in range(dec.size(1))]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+
+
+def test_cache_reorder_permutes_sequences_in_every_layer(model):
+    """reorder(index) gives sequence i the keys and values of sequence index[i], at every layer and slot."""
+    ids = torch.randint(3, V, (2, 5))
+    cache = model.new_cache(model.encode(ids), None, max_len=6, copies=3)
+    cache.kv.copy_(torch.randn_like(cache.kv))
+    before, index = cache.kv.clone(), torch.tensor([2, 2, 0, 3, 5, 4])
+    cache.reorder(index)
+    assert torch.equal(cache.kv, before[:, :, index])
+
+
+def test_cache_longer_than_the_positions_is_refused(model):
+    ids = torch.randint(3, V, (1, 4))
+    with pytest.raises(ValueError, match="cache of 25 positions is longer than max_position_embeddings 24"):
+        model.new_cache(model.encode(ids), None, max_len=CONFIG.max_position_embeddings + 1)
+
+
+@SETTINGS
 @given(batches(max_batch=1), st.integers(1, 5), st.data())
 def test_source_padding_and_batching_leave_outputs_unchanged(model, batch, extra, data):
     """Appending padding to the source, or batching it with longer sources, leaves the logits unchanged
@@ -122,11 +152,12 @@ def test_greedy_is_argmax_and_one_beam_is_greedy(model, batch, max_length):
         want = reference_greedy(model, ids, mask, max_length)
         s = resolve_settings(model.config, max_length=max_length, early_stopping=True)
 
-        def new():  # a fresh cache and start tokens
-            return (model.new_cache(model.encode(ids, mask), mask, max_length - 1),
+        def new():  # a fresh decode step (with its cache) and start tokens
+            cache = model.new_cache(model.encode(ids, mask), mask, max_length - 1)
+            return (DecodeStep(model, cache, ids.size(0)),
                     torch.full((ids.size(0), 1), CONFIG.decoder_start_token_id))
-        one_beam = beam_search(model, *new(), s)
-        assert torch.equal(greedy_or_sample(model, *new(), s), out)
+        one_beam = beam_search(*new(), s)
+        assert torch.equal(greedy_or_sample(*new(), s), out)
     assert torch.equal(one_beam, out)
     for row, ref in zip(out.tolist(), want.tolist(), strict=True):
         n = ref.index(CONFIG.eos_token_id, 1) + 1 if CONFIG.eos_token_id in ref[1:] else len(ref)
