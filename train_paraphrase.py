@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from data.noising import bart_noise, word_start_table
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, load_hub, load_local,
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, first_non_copy, load_hub, load_local,
                              normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
 from minibart import BartForConditionalGeneration, seq2seq_loss
 from minibert.checkpoint import load_tokenizer, read_config, resolve
@@ -195,29 +195,36 @@ def main(argv=None) -> dict:
 
     t_eval = time.perf_counter()
     sources, refs = [p.source for p in held], [p.target for p in held]
-    outputs = [g[0] for g in generate_texts(model, tok, sources, args, device)]  # the config's beam search
+    beams = generate_texts(model, tok, sources, args, device, num_return_sequences=args.num_beams)
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
-    scores = {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, outputs, lowercase).items()}
+    outputs = {"paraphrase": [b[0] for b in beams],  # the blog's: the best beam
+               "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)]}
+    scores = {name: {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, out, lowercase).items()}
+              for name, out in outputs.items()}
     copy = {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, sources, lowercase).items()}
-    log.event("eval", **scores, copy_baseline=copy)
-    log.print(f"held-out ({len(held)} pairs): BLEU {scores['bleu']:.2f} | BLEU vs source {scores['self_bleu']:.2f} "
-              f"| iBLEU {scores['ibleu']:.2f} (copy baseline {copy['ibleu']:.2f}) | copy rate {scores['copy_rate']:.3f} "
-              f"| length ratio {scores['length_ratio']:.3f}")
+    log.event("eval", **scores["paraphrase"], no_copy=scores["paraphrase_no_copy"], copy_baseline=copy)
+    for name, what in [("paraphrase", "best beam"), ("paraphrase_no_copy", "best non-copy beam")]:
+        m = scores[name]
+        log.print(f"held-out ({len(held)} pairs), {what}: BLEU {m['bleu']:.2f} | BLEU vs source {m['self_bleu']:.2f} "
+                  f"| iBLEU {m['ibleu']:.2f} (copy baseline {copy['ibleu']:.2f}) | copy rate {m['copy_rate']:.3f} "
+                  f"| length ratio {m['length_ratio']:.3f}")
     write_text(f"{args.output_dir}/generations.jsonl", "".join(
-        json.dumps({"source": s, "reference": r, "paraphrase": o}, ensure_ascii=False) + "\n"
-        for s, r, o in zip(sources, refs, outputs)))
+        json.dumps({"source": s, "reference": r, **{name: out[i] for name, out in outputs.items()}},
+                   ensure_ascii=False) + "\n" for i, (s, r) in enumerate(zip(sources, refs))))
 
     picks = sorted(random.Random(args.seed).sample(range(len(held)), min(5, len(held))))
     texts = [sources[i] for i in picks]
-    beams = generate_texts(model, tok, texts, args, device, num_return_sequences=args.num_return_sequences)
     torch.manual_seed(args.seed)
     sampled = generate_texts(model, tok, texts, args, device, do_sample=True, top_k=args.top_k, top_p=args.top_p,
                              num_return_sequences=args.num_return_sequences)
-    write_text(f"{args.output_dir}/samples.md", samples_md(args, [held[i] for i in picks], beams, sampled))
+    write_text(f"{args.output_dir}/samples.md", samples_md(args, [held[i] for i in picks],
+                                                          [beams[i][:args.num_return_sequences] for i in picks],
+                                                          sampled))
 
     metrics = {"task": "paraphrase", "model": args.model, "data": data_source,
                "sizes": {"train_pairs": len(train), "eval_pairs": len(held)},
-               "eval": scores, "copy_baseline": copy, "bleu_lowercase": lowercase,
+               "eval": scores["paraphrase"], "eval_no_copy": scores["paraphrase_no_copy"], "copy_baseline": copy,
+               "bleu_lowercase": lowercase,
                "denoise": denoise and {"steps": denoise["step"], "history": denoise["history"],
                                        "train_time_s": denoise["train_time_s"], "texts": args.denoise_text},
                "epochs": result["history"], "steps": result["step"], "train_time_s": result["train_time_s"],

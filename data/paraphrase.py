@@ -6,6 +6,7 @@ Follows T. Rajapakse, "BART for Paraphrasing with Simple Transformers" (2020): p
 MSRP (Quality == 1), PAWS (label == 1) and Quora Question Pairs (is_duplicate == 1), with the
 tokenization spaces of the PTB-style files removed.
 """
+import argparse
 import csv
 import json
 import random
@@ -34,6 +35,13 @@ _RULES = [
     (re.compile(r"([(\[{$]) +"), r"\1"),                                # "( word" -> "(word"
     (re.compile(r" +(n't|'s|'m|'re|'ve|'ll|'d)\b", re.IGNORECASE), r"\1"),  # "do n't" -> "don't"
     (re.compile(r"(\w) ' (t|s|m|re|ve|ll|d)\b", re.IGNORECASE), r"\1'\2"),  # WordPiece "don ' t"
+    # BERT's WordPiece splits at every punctuation mark and decodes with spaces around it:
+    (re.compile(r"(\w) - (?=\w)"), r"\1-"),                              # "year - old" -> "year-old"
+    (re.compile(r"- -"), "--"),                                          # "- -" -> "--" (a dash)
+    (re.compile(r"(\d), (?=\d{3}\b)"), r"\1,"),                             # "1, 000" -> "1,000"
+    (re.compile(r"(\d)([.:]) (?=\d)"), r"\1\2"),                          # "1. 5", "10: 30" -> "1.5", "10:30"
+    (re.compile(r"\b(\w)\. (?=\w\.)"), r"\1."),                          # "u. s." -> "u.s."
+    (re.compile(r"\b([od]) ' (?=\w)", re.IGNORECASE), r"\1'"),           # "o ' connor" -> "o'connor"
     (re.compile(r'(?<!\S)" ([^"]*?) "(?!\w)'), r'"\1"'),                # '" a b "' -> '"a b"'
     (re.compile(r"(?<!\S)'([^' ][^']*?) '(?!\w)"), r"'\1'"),            # "'a b '" -> "'a b'"
     (re.compile(r"\s+"), " "),
@@ -41,15 +49,17 @@ _RULES = [
 
 
 def clean_spaces(text: str) -> str:
-    """Remove the spaces a PTB-style tokenizer put before punctuation and contractions."""
+    """Remove the spaces a PTB-style tokenizer put around punctuation and contractions, and those
+    BERT's WordPiece decoder puts around every punctuation mark ("u. s.", "year - old", "1, 000")."""
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
     return text.strip()
 
 
 def normalize(text: str) -> str:
-    """Comparison form for the copy rate: cleaned, lowercased, single spaces."""
-    return clean_spaces(text).lower()
+    """Comparison form for the copy rate, dedupe and the leakage guard: lowercased, without any
+    whitespace, so that a copy is a copy however a tokenizer spaced its punctuation."""
+    return re.sub(r"\s+", "", text).lower()
 
 
 def dedupe(pairs: Iterable[Pair], drop_copies: bool = True) -> list[Pair]:
@@ -269,3 +279,42 @@ def paraphrase_metrics(sources: list[str], references: list[str], outputs: list[
     return {"bleu": b_ref, "self_bleu": b_src, "ibleu": alpha * b_ref - (1 - alpha) * b_src,
             "copy_rate": copies / len(outputs), "length_ratio": sum(ratios) / len(ratios),
             "n": len(outputs)}
+
+
+def first_non_copy(source: str, candidates: list[str]) -> str:
+    """The best-ranked candidate that is not a copy of the source (after `normalize`), else the best."""
+    return next((c for c in candidates if normalize(c) != normalize(source)), candidates[0])
+
+
+def rescore(path, field: str = "paraphrase", lowercase: bool = False) -> dict:
+    """The metrics of a train_paraphrase.py generations.jsonl ({"source", "reference", field} per
+    line) and of its copy baseline, with today's `clean_spaces` applied to every text first."""
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            row = json.loads(line)
+            if not all(isinstance(row.get(k), str) for k in ("source", "reference", field)):
+                raise ValueError(f"{path}, line {n}: expected string fields 'source', 'reference' and {field!r}")
+            texts.append([clean_spaces(row[k]) for k in ("source", "reference", field)])
+    if not texts:
+        raise ValueError(f"{path}: no generations")
+    src, ref, out = map(list, zip(*texts))
+    return {"generations": str(path), "field": field, "bleu_lowercase": lowercase,
+            "eval": paraphrase_metrics(src, ref, out, lowercase),
+            "copy_baseline": paraphrase_metrics(src, ref, src, lowercase)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description="Score a generations.jsonl of train_paraphrase.py again "
+                                            "(e.g. after a change to the clean-up or the metrics).")
+    p.add_argument("generations", help="a generations.jsonl")
+    p.add_argument("--field", default="paraphrase", help="the generated text to score")
+    p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU (an uncased model)")
+    args = p.parse_args(argv)
+    result = rescore(args.generations, args.field, args.lowercase)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, load_hub, load_local,
-                             normalize, paraphrase_metrics, read_msrp, read_paws, read_quora,
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, first_non_copy, load_hub, load_local,
+                             normalize, paraphrase_metrics, rescore, read_msrp, read_paws, read_quora,
                              read_squad_contexts, split_heldout, to_labels, unlabeled_text)
 from minibert.checkpoint import load_tokenizer
 
@@ -82,6 +82,10 @@ def test_bad_files_name_file_line_and_column(tmp_path, reader, text, needle):
     ("uses .NET and .5 mm", "uses .NET and .5 mm"),                     # no word after a dot
     ("  two   spaces  ", "two spaces"),
     ("i don ' t know, it ' s fine", "i don't know, it's fine"),         # WordPiece decoding
+    ("the u. s. and u. n. sent 1, 000 troops", "the u.s. and u.n. sent 1,000 troops"),
+    ("a 41 - year - old e - mail at 10 : 30, 1. 5 % up", "a 41-year-old e-mail at 10:30, 1.5% up"),
+    ("o ' connor said - - again - that", "o'connor said -- again-that"),
+    ("in 2003, 15 people; plan a. then", "in 2003, 15 people; plan a. then"),  # not a number, not an acronym
 ])
 def test_clean_spaces(raw, clean):
     assert clean_spaces(raw) == clean
@@ -138,8 +142,30 @@ def test_metrics_copy_baseline_and_perfect_output():
     assert perfect["ibleu"] > copy["ibleu"]
     assert paraphrase_metrics(src, ref, ["the cat", "a fox"])["length_ratio"] == pytest.approx((2 / 8 + 2 / 8) / 2)
     assert normalize("The Cat , sat .") == normalize("the cat, sat.")
+    assert normalize("the u. s. agency") == normalize("The U.S. agency")  # a copy, however it is spaced
+    assert paraphrase_metrics(src, ref, ["The cat sat on the mat today.", "a b"])["copy_rate"] == 0.5
     with pytest.raises(ValueError, match="equal"):
         paraphrase_metrics(src, ref, src[:1])
+
+
+def test_first_non_copy_skips_copies_however_spaced():
+    assert first_non_copy("The U.S. agency said.", ["the u. s. agency said .", "the us agency said.", "x"]) == \
+        "the us agency said."
+    assert first_non_copy("Same.", ["same .", "SAME."]) == "same ."  # only copies: the best
+
+
+def test_rescore_reads_generations_and_names_bad_lines(tmp_path):
+    path = tmp_path / "generations.jsonl"
+    rows = [{"source": "The cat sat .", "reference": "A cat sat.", "paraphrase": "the cat sat."},
+            {"source": "It rained today.", "reference": "Today it rained.", "paraphrase": "today it rained ."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = rescore(path, lowercase=True)
+    assert result["eval"]["copy_rate"] == 0.5 and result["copy_baseline"]["copy_rate"] == 1.0
+    assert result["eval"] == paraphrase_metrics(["The cat sat.", "It rained today."], ["A cat sat.", "Today it rained."],
+                                                ["the cat sat.", "today it rained."], lowercase=True)
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"source": "a", "reference": "b"}) + "\n")
+    with pytest.raises(ValueError, match=r"generations.jsonl, line 2: expected string fields .* 'paraphrase'"):
+        rescore(path)
 
 
 def test_hub_unknown_name():

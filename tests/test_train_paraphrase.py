@@ -4,6 +4,7 @@ import json
 import pytest
 
 import train_paraphrase
+from data.paraphrase import rescore
 
 MSRP_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 SENTENCES = ["The cat sat on the mat .", "A dog ran in the park today .", "He said \"yes\" to the offer .",
@@ -42,9 +43,13 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     assert saved["steps"] == 2 and saved["denoise"]["steps"] == 2
     assert saved["copy_baseline"]["copy_rate"] == 1.0 and saved["copy_baseline"]["self_bleu"] == pytest.approx(100)
     for key in ("bleu", "self_bleu", "ibleu", "copy_rate", "length_ratio"):
-        assert key in saved["eval"]
+        assert key in saved["eval"] and key in saved["eval_no_copy"]
+    assert saved["eval_no_copy"]["copy_rate"] <= saved["eval"]["copy_rate"]
     lines = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
-    assert len(lines) == 3 and set(lines[0]) == {"source", "reference", "paraphrase"}
+    assert len(lines) == 3 and set(lines[0]) == {"source", "reference", "paraphrase", "paraphrase_no_copy"}
+    rescored = rescore(out / "generations.jsonl", lowercase=saved["bleu_lowercase"])  # recomputable from the file
+    assert rescored["eval"]["copy_rate"] == pytest.approx(saved["eval"]["copy_rate"])
+    assert rescored["copy_baseline"]["bleu"] == pytest.approx(saved["copy_baseline"]["bleu"])
     events = [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert events.index("stage") < events.index("step") and "eval" in events and events.count("stage") == 2
     samples = (out / "samples.md").read_text()
