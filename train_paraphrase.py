@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("generation (the blog's)")
     g.add_argument("--num-beams", type=int, default=4)
     g.add_argument("--no-repeat-ngram-size", type=int, default=3)
+    g.add_argument("--encoder-no-repeat-ngram-size", type=int, default=0,
+                   help="ban every n-gram of the source from the output (against copying; 0 = off, the blog's)")
     g.add_argument("--max-length", type=int, default=128, help="generated tokens, start token included")
     g.add_argument("--top-k", type=int, default=50)
     g.add_argument("--top-p", type=float, default=0.95)
@@ -58,7 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            ("--denoise-steps", args.denoise_steps >= 0, ">= 0"),
                            ("--denoise-lr", args.denoise_lr is None or args.denoise_lr > 0, "> 0"),
                            ("--max-eval", args.max_eval is None or args.max_eval >= 1, ">= 1"),
-                           ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1")]:
+                           ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1"),
+                           ("--no-repeat-ngram-size", args.no_repeat_ngram_size >= 0, ">= 0"),
+                           ("--encoder-no-repeat-ngram-size", args.encoder_no_repeat_ngram_size >= 0, ">= 0")]:
         if not ok:
             p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
     if args.num_return_sequences > args.num_beams:
@@ -152,7 +156,8 @@ def loss_fn(m, b):
 def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[list[str]]) -> str:
     lines = ["# Paraphrase samples (held-out pairs)\n",
              f"Model: `{args.model}` trained by train_paraphrase.py. Beam search: num_beams {args.num_beams}, "
-             f"no_repeat_ngram_size {args.no_repeat_ngram_size}, the best {args.num_return_sequences} beams. "
+             f"no_repeat_ngram_size {args.no_repeat_ngram_size}, encoder_no_repeat_ngram_size "
+             f"{args.encoder_no_repeat_ngram_size}, the best {args.num_return_sequences} beams. "
              f"Sampling (the blog's settings): do_sample, top_k {args.top_k}, top_p {args.top_p}, "
              f"num_beams {args.num_beams}, {args.num_return_sequences} sequences.\n"]
     for k, (p, b, s) in enumerate(zip(pairs, beams, sampled), 1):
@@ -171,6 +176,7 @@ def main(argv=None) -> dict:
     model = load_model(args.model)
     c = model.config
     c.num_beams, c.no_repeat_ngram_size, c.max_length = args.num_beams, args.no_repeat_ngram_size, args.max_length
+    c.encoder_no_repeat_ngram_size = args.encoder_no_repeat_ngram_size
     log.print(f"paraphrase: {len(train)} training pairs (deduplicated, copies dropped), {len(held)} held out "
               f"| {data_source}")
 
@@ -234,6 +240,7 @@ def main(argv=None) -> dict:
                             "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
                             "both_directions": args.both_directions, "max_steps": args.max_steps,
                             "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
+                                           "encoder_no_repeat_ngram_size": args.encoder_no_repeat_ngram_size,
                                            "max_length": args.max_length, "top_k": args.top_k, "top_p": args.top_p}},
                "checkpoint": result["checkpoint"], **run_info(device)}
     return finish_run(log, args.output_dir, metrics, t0, "generations.jsonl and samples.md")

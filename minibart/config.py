@@ -4,8 +4,8 @@ from dataclasses import asdict, dataclass, field, fields
 # transformers' global generation defaults (GenerationConfig._get_default_generation_params), used for
 # every generation field left at None by the checkpoint and by the caller.
 GENERATION_DEFAULTS = dict(max_length=20, max_new_tokens=None, min_length=0, num_beams=1, length_penalty=1.0,
-                           early_stopping=False, no_repeat_ngram_size=0, do_sample=False, top_k=50, top_p=1.0,
-                           temperature=1.0, num_return_sequences=1)
+                           early_stopping=False, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
+                           do_sample=False, top_k=50, top_p=1.0, temperature=1.0, num_return_sequences=1)
 # special tokens that also live in generation_config.json
 GENERATION_TOKENS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
                      "forced_bos_token_id", "forced_eos_token_id")
@@ -48,6 +48,7 @@ class BartConfig:
     length_penalty: float | None = None
     early_stopping: bool | str | None = None
     no_repeat_ngram_size: int | None = None
+    encoder_no_repeat_ngram_size: int | None = None
     do_sample: bool | None = None
     top_k: int | None = None
     top_p: float | None = None

@@ -26,6 +26,7 @@ class Settings:
     length_penalty: float
     early_stopping: bool | str
     no_repeat_ngram_size: int
+    encoder_no_repeat_ngram_size: int
     do_sample: bool
     top_k: int
     top_p: float
@@ -67,7 +68,7 @@ def resolve_settings(config: BartConfig, **kwargs) -> Settings:
 def _check(s: Settings, start_length: int, vocab_size: int) -> None:
     if s.max_length <= start_length:
         raise ValueError(f"max_length ({s.max_length}) must exceed the decoder start length ({start_length})")
-    for name in ("min_length", "no_repeat_ngram_size", "top_k"):
+    for name in ("min_length", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "top_k"):
         if not isinstance(getattr(s, name), int) or getattr(s, name) < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {getattr(s, name)!r}")
     for name in ("num_beams", "num_return_sequences"):
@@ -93,17 +94,30 @@ def _check(s: Settings, start_length: int, vocab_size: int) -> None:
 # Logits processors: (ids [N, t], scores [N, V]) -> scores, in transformers' order
 # ---------------------------------------------------------------------------------------------
 
+def ban_ngram_completions(ids: Tensor, scores: Tensor, ngrams: Tensor) -> Tensor:
+    """Ban, in each row, every token that would complete one of the row's n-grams `ngrams` [N, W, n]
+    after the row's last n - 1 tokens."""
+    n, V = ngrams.size(-1), scores.size(-1)
+    prefix = ids[:, ids.size(1) + 1 - n:]  # the n-1 last tokens [N, n-1]
+    hits = (ngrams[..., :-1] == prefix[:, None]).all(-1)  # n-grams starting with the prefix [N, W]
+    banned = scores.new_zeros(scores.size(0), V + 1, dtype=torch.bool)  # column V: a sink for non-hits
+    banned.scatter_(1, torch.where(hits, ngrams[..., -1].clamp(max=V), V), True)
+    return scores.masked_fill(banned[:, :V], -math.inf)
+
+
 def no_repeat_ngram(ids: Tensor, scores: Tensor, n: int) -> Tensor:
     """Ban every token that would complete an n-gram already present in the sequence."""
     if ids.size(1) < n:
         return scores
-    prefix = ids[:, ids.size(1) + 1 - n:]  # the n-1 last tokens [N, n-1]
-    windows = ids.unfold(1, n, 1)  # all n-grams [N, t-n+1, n]
-    hits = (windows[..., :-1] == prefix[:, None]).all(-1)  # n-grams starting with the prefix
-    V = scores.size(-1)
-    banned = scores.new_zeros(scores.size(0), V + 1, dtype=torch.bool)  # column V: a sink for non-hits
-    banned.scatter_(1, torch.where(hits, windows[..., -1].clamp(max=V), V), True)
-    return scores.masked_fill(banned[:, :V], -math.inf)
+    return ban_ngram_completions(ids, scores, ids.unfold(1, n, 1))
+
+
+def encoder_no_repeat_ngram(ids: Tensor, scores: Tensor, source_ngrams: Tensor) -> Tensor:
+    """Ban every token that would complete an n-gram of the row's source, `source_ngrams` [N, W, n]:
+    the output may not copy any n consecutive source tokens (HF's encoder_no_repeat_ngram_size)."""
+    if ids.size(1) < source_ngrams.size(-1) - 1:
+        return scores
+    return ban_ngram_completions(ids, scores, source_ngrams)
 
 
 def min_length(ids: Tensor, scores: Tensor, length: int, eos: int) -> Tensor:
@@ -133,14 +147,17 @@ def top_p_filter(scores: Tensor, p: float, keep: int = 1) -> Tensor:
     return scores.masked_fill(remove.scatter(1, order, remove), -math.inf)
 
 
-def process(ids: Tensor, scores: Tensor, s: Settings) -> Tensor:
+def process(ids: Tensor, scores: Tensor, s: Settings, source_ngrams: Tensor | None = None) -> Tensor:
     """All processors the settings ask for; the sampling warpers only when sampling.
 
-    scores must be a fresh tensor (the step's logits): processors may overwrite it.
+    scores must be a fresh tensor (the step's logits): processors may overwrite it. source_ngrams
+    [N, W, n]: the n-grams of each row's source, when encoder_no_repeat_ngram_size asks for them.
     """
     t = ids.size(1)
     if s.no_repeat_ngram_size > 0:
         scores = no_repeat_ngram(ids, scores, s.no_repeat_ngram_size)
+    if source_ngrams is not None:
+        scores = encoder_no_repeat_ngram(ids, scores, source_ngrams)
     if s.min_length > 0 and s.eos_token_id is not None:
         scores = min_length(ids, scores, s.min_length, s.eos_token_id)
     if s.forced_bos_token_id is not None and t == 1:
@@ -212,11 +229,11 @@ def may_have_ended(t: int, s: Settings) -> bool:
     return not eos_banned or t >= s.max_length
 
 
-def greedy_or_sample(step: DecodeStep, ids: Tensor, s: Settings) -> Tensor:
+def greedy_or_sample(step: DecodeStep, ids: Tensor, s: Settings, source_ngrams: Tensor | None = None) -> Tensor:
     """One sequence per row: argmax or a sample each step; finished rows continue with padding."""
     unfinished = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
     while True:
-        scores = process(ids, step(ids).float(), s)
+        scores = process(ids, step(ids).float(), s, source_ngrams)
         token = torch.multinomial(scores.softmax(-1), 1)[:, 0] if s.do_sample else scores.argmax(-1)
         if s.eos_token_id is not None:
             token = torch.where(unfinished, token, s.pad_token_id)
@@ -328,7 +345,7 @@ def still_improvable(beams: Beams, t: int, prompt_len: int, s: Settings) -> Tens
     return beams.improvable & (best_open > worst_done).any(-1, keepdim=True)
 
 
-def beam_search(step: DecodeStep, ids: Tensor, s: Settings) -> Tensor:
+def beam_search(step: DecodeStep, ids: Tensor, s: Settings, source_ngrams: Tensor | None = None) -> Tensor:
     """Beam search (and beam sampling with do_sample) over ids [B*K, t], K = num_beams."""
     K, t = s.num_beams, ids.size(1)
     prompt_len = t
@@ -338,7 +355,7 @@ def beam_search(step: DecodeStep, ids: Tensor, s: Settings) -> Tensor:
     B = beams.seqs.size(0)
     while True:
         flat = beams.seqs[:, :, :t].flatten(0, 1)  # [B*K, t]
-        log_probs = process(flat, F.log_softmax(step(flat), -1, dtype=torch.float32), s)
+        log_probs = process(flat, F.log_softmax(step(flat), -1, dtype=torch.float32), s, source_ngrams)
         beams, origin, stop = beam_step(beams, log_probs.view(B, K, -1), t, prompt_len, s)
         step.cache.reorder(origin)
         t += 1
@@ -361,7 +378,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **k
 
     Arguments (default: the model config's generation settings, else transformers' defaults):
     max_length, max_new_tokens, min_length, num_beams, length_penalty, early_stopping (True, False
-    or "never"), no_repeat_ngram_size, do_sample, top_k, top_p, temperature, num_return_sequences,
+    or "never"), no_repeat_ngram_size, encoder_no_repeat_ngram_size (no n-gram of the source in the
+    output: against copying), do_sample, top_k, top_p, temperature, num_return_sequences,
     decoder_start_token_id, forced_bos_token_id, forced_eos_token_id.
     """
     if input_ids.dim() != 2:
@@ -375,6 +393,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **k
     cache = model.new_cache(model.encode(input_ids, attention_mask), attention_mask, s.max_length - 1, copies)
     ids = input_ids.new_full((input_ids.size(0) * copies, 1), s.decoder_start_token_id)
     step = DecodeStep(model, cache, ids.size(0), cuda_graph=ids.is_cuda)
+    n, source_ngrams = s.encoder_no_repeat_ngram_size, None
+    if 0 < n <= input_ids.size(1):  # the source's n-grams (padding included, as HF), for each of its copies
+        source_ngrams = input_ids.unfold(1, n, 1).repeat_interleave(copies, dim=0)  # [N, W, n]
     if s.num_beams == 1:
-        return greedy_or_sample(step, ids, s)
-    return beam_search(step, ids, s)
+        return greedy_or_sample(step, ids, s, source_ngrams)
+    return beam_search(step, ids, s, source_ngrams)

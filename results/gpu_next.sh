@@ -5,7 +5,8 @@
 # 1. in parallel: the CUDA tests (the CUDA-graph decode step among them) and the paraphrase run of
 #    gpu_job.sh again (3,000 denoising steps, 2 epochs), now scored on the best beam and the best non-copy beam;
 # 2. on the quiet GPU: bench.py, bart_beam first (the CUDA-graph step), then BERT QA eager and --compile, then the rest;
-# 3. in parallel, from step 1's denoised checkpoint: 4 epochs, and 4 epochs on both directions of the pairs.
+# 3. in parallel, from step 1's denoised checkpoint: 4 epochs; the same scored with encoder_no_repeat_ngram_size 5
+#    (no 5 consecutive source tokens in the output); 4 epochs on both directions of the pairs.
 # Each phase stops itself in time (timeout) so that the whole job stays under 560 s.
 set -u
 export PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -61,6 +62,8 @@ echo "phase 2 done: $(elapsed) s" >> "$OUT/machine.txt"
 left=$(( 560 - $(elapsed) ))
 if [ -f $R/paraphrase_denoise/denoise/checkpoint/model.safetensors ] && [ $left -gt 60 ]; then
   run paraphrase_denoised_4ep $left $para --model $R/paraphrase_denoise/denoise/checkpoint --epochs 4 &
+  run paraphrase_denoised_4ep_enr5 $left $para --model $R/paraphrase_denoise/denoise/checkpoint --epochs 4 \
+    --encoder-no-repeat-ngram-size 5 &
   run paraphrase_denoised_4ep_both $left $para --model $R/paraphrase_denoise/denoise/checkpoint --epochs 4 \
     --both-directions &
   wait

@@ -1,10 +1,13 @@
 """minibart.generate against transformers' generate: same token ids for the same weights and arguments."""
+import types
+
 import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from minibart import BartForConditionalGeneration
+from minibart import BartConfig, BartForConditionalGeneration
+from minibart.generate import generate
 
 transformers = pytest.importorskip("transformers")
 
@@ -86,6 +89,53 @@ def test_defaults_and_lengths_match_transformers(models, kw):
     assert_same(models, *batch(lengths=(9, 2)), **kw)
 
 
+@pytest.mark.parametrize("kw", [
+    dict(encoder_no_repeat_ngram_size=1), dict(encoder_no_repeat_ngram_size=2, num_beams=3, num_return_sequences=2),
+    dict(encoder_no_repeat_ngram_size=3, no_repeat_ngram_size=2, num_beams=4, min_length=6),
+    dict(encoder_no_repeat_ngram_size=12, num_beams=2)])  # longer than some sources: no ban for those
+def test_encoder_no_repeat_ngram_matches_transformers(models, kw):
+    """encoder_no_repeat_ngram_size: HF's tokens, and no n-gram of the source in any output. The sources
+    are the model's own unconstrained outputs, so the constraint must change what it generates."""
+    free = models[1].generate(*batch(), max_length=14)[:, 1:]
+    mask = (free != PAD).long()
+    ids = free.masked_fill(mask == 0, PAD)
+    out = assert_same(models, ids, mask, max_length=14, **kw)
+    n, copies = kw["encoder_no_repeat_ngram_size"], kw.get("num_return_sequences", 1)
+    changed = False
+    for row, seq in enumerate(out.tolist()):
+        source = ids[row // copies][mask[row // copies].bool()].tolist()
+        grams = {tuple(source[i:i + n]) for i in range(len(source) - n + 1)}
+        assert not grams & {tuple(seq[i:i + n]) for i in range(1, len(seq) - n + 1)}
+        changed |= seq[1:len(source) + 1] != source
+    assert changed
+
+
+def test_encoder_no_repeat_ngram_stops_a_copying_model():
+    """A model that copies its source (logits = one-hot of the source token at the same position)
+    copies it with no constraint and cannot with encoder_no_repeat_ngram_size=2."""
+    src = torch.tensor([[5, 6, 7, 8, 9, EOS]])
+
+    class Copier:
+        config = BartConfig(**CONFIG)
+
+        def encode(self, ids, mask=None):
+            return torch.zeros(ids.size(0), ids.size(1), 16)
+
+        def new_cache(self, memory, mask, max_len, copies=1):
+            return types.SimpleNamespace(kv=memory, t=0)  # what DecodeStep reads: the device
+
+        def decode(self, ids, cache):
+            cache.t += 1
+            logits = torch.zeros(ids.size(0), 1, V)
+            logits[:, 0, src[0, min(cache.t - 1, src.size(1) - 1)]] = 10.0
+            return logits
+
+    copier = Copier()
+    assert generate(copier, src, max_length=8)[0, 1:].tolist() == src[0].tolist()
+    out = generate(copier, src, max_length=8, encoder_no_repeat_ngram_size=2)[0, 1:].tolist()
+    assert not {tuple(out[i:i + 2]) for i in range(len(out) - 1)} & {(5, 6), (6, 7), (7, 8), (8, 9), (9, EOS)}
+
+
 def test_pad_id_0_fills_finished_beams_like_transformers(hf_dir, models):
     """With pad_token_id 0, transformers fills finished beams with EOS (`pad or eos`); so do we."""
     ours = BartForConditionalGeneration.from_pretrained(hf_dir, pad_token_id=0).eval()
@@ -120,7 +170,7 @@ def test_logits_processors_match_transformers(seed, k, p, keep, n, length):
     """Each processor gives HF's processor's scores (ties, min_tokens_to_keep, short sequences included)."""
     from transformers.generation import logits_process as lp
 
-    from minibart.generate import min_length, no_repeat_ngram, top_k_filter, top_p_filter
+    from minibart.generate import encoder_no_repeat_ngram, min_length, no_repeat_ngram, top_k_filter, top_p_filter
 
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(3, 12, generator=g).round(decimals=1)  # rounding makes ties
@@ -129,6 +179,9 @@ def test_logits_processors_match_transformers(seed, k, p, keep, n, length):
         assert torch.equal(top_k_filter(scores, k, keep), lp.TopKLogitsWarper(k, min_tokens_to_keep=keep)(ids, scores))
     assert torch.equal(top_p_filter(scores, p, keep), lp.TopPLogitsWarper(p, min_tokens_to_keep=keep)(ids, scores))
     assert torch.equal(no_repeat_ngram(ids, scores, n), lp.NoRepeatNGramLogitsProcessor(n)(ids, scores))
+    source = torch.randint(0, 4, (3, 6), generator=g)
+    assert torch.equal(encoder_no_repeat_ngram(ids, scores, source.unfold(1, n, 1)),
+                       lp.EncoderNoRepeatNGramLogitsProcessor(n, source)(ids, scores))
     assert torch.equal(min_length(ids, scores, 5, 2), lp.MinLengthLogitsProcessor(5, 2)(ids, scores))
 
 
@@ -180,6 +233,7 @@ def test_samples_stay_in_the_top_k_top_p_support(models, top_k, top_p, temperatu
     (dict(do_sample=True, top_k=-1), "top_k"), (dict(do_sample=True, temperature=0.0), "temperature"),
     (dict(max_length=1), "max_length"), (dict(max_new_tokens=0), "max_new_tokens"), (dict(num_beams=0), "num_beams"),
     (dict(early_stopping="sometimes"), "early_stopping"), (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
+    (dict(encoder_no_repeat_ngram_size=1.5), "encoder_no_repeat_ngram_size"),
     (dict(min_length=-2), "min_length"), (dict(forced_bos_token_id=V), "forced_bos_token_id"),
     (dict(num_beam=3), "num_beam"), (dict(attention_mask=torch.ones(2, 3)), "attention_mask")])
 def test_bad_arguments_name_the_argument(models, kw, name):

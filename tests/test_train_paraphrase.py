@@ -32,7 +32,8 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     out = tmp_path / "out"
     argv = ["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
             "--denoise-steps", "2", "--denoise-text", str(data_dir / "squad.json"), "--batch-size", "2",
-            "--max-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1", "--device", "cpu"]
+            "--max-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1", "--device", "cpu",
+            "--encoder-no-repeat-ngram-size", "2"]
     metrics = train_paraphrase.main(argv + ["--max-steps", "2", "--max-eval", "3"])
     for name in ("metrics.json", "generations.jsonl", "samples.md", "log.jsonl", "train.log",
                  "checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/generation_config.json",
@@ -55,7 +56,7 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     samples = (out / "samples.md").read_text()
     assert samples.count("## Sample") == 3 and samples.count("  3. ") == 6
     gen = json.loads((out / "checkpoint" / "generation_config.json").read_text())
-    assert gen["num_beams"] == 4 and gen["no_repeat_ngram_size"] == 3
+    assert gen["num_beams"] == 4 and gen["no_repeat_ngram_size"] == 3 and gen["encoder_no_repeat_ngram_size"] == 2
 
     # --resume continues the fine-tuning from its checkpoint and skips the finished denoising stage
     again = train_paraphrase.main(argv + ["--max-steps", "3", "--max-eval", "1", "--resume"])
@@ -69,6 +70,7 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     (["--max-eval", "0"], "--max-eval: expected a value >= 1, got 0"),
     (["--denoise-steps", "-1"], "--denoise-steps: expected a value >= 0"),
     (["--max-seq-length", "2"], "--max-seq-length: expected a value >= 3"),
+    (["--encoder-no-repeat-ngram-size", "-1"], "--encoder-no-repeat-ngram-size: expected a value >= 0, got -1"),
 ])
 def test_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit):
