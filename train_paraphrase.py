@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--denoise-lr", type=float, help="peak lr of the denoising stage (default: --lr)")
     p.add_argument("--max-eval", type=int, help="evaluate on a seeded sample of this many held-out pairs")
     p.add_argument("--eval-batch-size", type=int, default=32)
+    p.add_argument("--eval-only", action="store_true",
+                   help="no training: evaluate --model (a BART checkpoint) as it is, e.g. with other generation settings")
     g = p.add_argument_group("generation (the blog's)")
     g.add_argument("--num-beams", type=int, default=4)
     g.add_argument("--no-repeat-ngram-size", type=int, default=3)
@@ -65,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            ("--encoder-no-repeat-ngram-size", args.encoder_no_repeat_ngram_size >= 0, ">= 0")]:
         if not ok:
             p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
+    if args.eval_only and (args.denoise_steps or args.resume):
+        p.error("argument --eval-only: trains nothing, so --denoise-steps and --resume do not apply")
     if args.num_return_sequences > args.num_beams:
         p.error(f"argument --num-return-sequences: expected at most --num-beams ({args.num_beams}), "
                 f"got {args.num_return_sequences}")
@@ -167,19 +171,10 @@ def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[li
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    cfg, device, log, t0 = start_run(args)
-
-    train, held, data_source = load_pairs(args)
-    tok = load_tokenizer(args.model)
-    model = load_model(args.model)
+def train_model(model, tok, train: list[Pair], args, cfg: TrainConfig, device,
+                log: RunLog) -> tuple[dict | None, dict]:
+    """The denoising stage (if asked for) and fine-tuning on the pairs: (denoising result, fine-tuning result)."""
     c = model.config
-    c.num_beams, c.no_repeat_ngram_size, c.max_length = args.num_beams, args.no_repeat_ngram_size, args.max_length
-    c.encoder_no_repeat_ngram_size = args.encoder_no_repeat_ngram_size
-    log.print(f"paraphrase: {len(train)} training pairs (deduplicated, copies dropped), {len(held)} held out "
-              f"| {data_source}")
-
     denoise, finetuning = None, last_checkpoint(args.output_dir) is not None
     if args.denoise_steps and not (args.resume and finetuning):  # resuming fine-tuning skips denoising
         texts = list(unlabeled_text(train, args.denoise_text))
@@ -197,7 +192,27 @@ def main(argv=None) -> dict:
     log.event("stage", name="fine-tune", pairs=len(train), steps_per_epoch=steps_per_epoch)
     log.print(f"fine-tuning {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} "
               f"| lr {args.lr} | warmup {args.warmup_ratio} | device {device}")
-    result = fit(model, cfg, batches, loss_fn, steps_per_epoch, log=log, tokenizer_from=args.model)
+    return denoise, fit(model, cfg, batches, loss_fn, steps_per_epoch, log=log, tokenizer_from=args.model)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg, device, log, t0 = start_run(args)
+
+    train, held, data_source = load_pairs(args)
+    tok = load_tokenizer(args.model)
+    model = load_model(args.model)
+    c = model.config
+    c.num_beams, c.no_repeat_ngram_size, c.max_length = args.num_beams, args.no_repeat_ngram_size, args.max_length
+    c.encoder_no_repeat_ngram_size = args.encoder_no_repeat_ngram_size
+    log.print(f"paraphrase: {len(train)} training pairs (deduplicated, copies dropped), {len(held)} held out "
+              f"| {data_source}")
+
+    if args.eval_only:
+        denoise, result = None, {"history": [], "step": 0, "train_time_s": 0.0, "checkpoint": None}
+        model.to(device)
+    else:
+        denoise, result = train_model(model, tok, train, args, cfg, device, log)
 
     t_eval = time.perf_counter()
     sources, refs = [p.source for p in held], [p.target for p in held]
@@ -239,6 +254,7 @@ def main(argv=None) -> dict:
                             "denoise_lr": args.denoise_lr or args.lr, "warmup_ratio": args.warmup_ratio,
                             "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
                             "both_directions": args.both_directions, "max_steps": args.max_steps,
+                            "eval_only": args.eval_only,
                             "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
                                            "encoder_no_repeat_ngram_size": args.encoder_no_repeat_ngram_size,
                                            "max_length": args.max_length, "top_k": args.top_k, "top_p": args.top_p}},

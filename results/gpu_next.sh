@@ -5,8 +5,9 @@
 # 1. in parallel: the CUDA tests (the CUDA-graph decode step among them) and the paraphrase run of
 #    gpu_job.sh again (3,000 denoising steps, 2 epochs), now scored on the best beam and the best non-copy beam;
 # 2. on the quiet GPU: bench.py, bart_beam first (the CUDA-graph step), then BERT QA eager and --compile, then the rest;
-# 3. in parallel, from step 1's denoised checkpoint: 4 epochs; the same scored with encoder_no_repeat_ngram_size 5
-#    (no 5 consecutive source tokens in the output); 4 epochs on both directions of the pairs.
+# 3. in parallel: step 1's model scored with encoder_no_repeat_ngram_size 5 (no 5 consecutive source tokens in the
+#    output; --eval-only), and from step 1's denoised checkpoint 4 epochs (then scored the same way) and 4 epochs on
+#    both directions of the pairs.
 # Each phase stops itself in time (timeout) so that the whole job stays under 560 s.
 set -u
 export PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -58,14 +59,17 @@ for w in bart_train cola_train bert_infer; do
 done
 echo "phase 2 done: $(elapsed) s" >> "$OUT/machine.txt"
 
-# 3. longer fine-tuning from the denoised checkpoint (BART layout, with the MiniLM vocabulary), side by side
+# 3. the 2-epoch model scored with encoder_no_repeat_ngram_size 5; longer fine-tuning from the denoised checkpoint
+#    (BART layout, MiniLM vocabulary), side by side; the 4-epoch model scored with encoder_no_repeat_ngram_size 5 too
 left=$(( 560 - $(elapsed) ))
-if [ -f $R/paraphrase_denoise/denoise/checkpoint/model.safetensors ] && [ $left -gt 60 ]; then
-  run paraphrase_denoised_4ep $left $para --model $R/paraphrase_denoise/denoise/checkpoint --epochs 4 &
-  run paraphrase_denoised_4ep_enr5 $left $para --model $R/paraphrase_denoise/denoise/checkpoint --epochs 4 \
+ck=$R/paraphrase_denoise/denoise/checkpoint
+if [ -f $ck/model.safetensors ] && [ $left -gt 60 ]; then
+  run paraphrase_denoise_enr5 $left $para --model $R/paraphrase_denoise/checkpoint --eval-only \
     --encoder-no-repeat-ngram-size 5 &
-  run paraphrase_denoised_4ep_both $left $para --model $R/paraphrase_denoise/denoise/checkpoint --epochs 4 \
-    --both-directions &
+  (run paraphrase_denoised_4ep $left $para --model $ck --epochs 4
+   run paraphrase_denoised_4ep_enr5 $(( 560 - $(elapsed) )) $para --model $R/paraphrase_denoised_4ep/checkpoint \
+     --eval-only --encoder-no-repeat-ngram-size 5) &
+  run paraphrase_denoised_4ep_both $left $para --model $ck --epochs 4 --both-directions &
   wait
 fi
 echo "all done: $(elapsed) s" >> "$OUT/machine.txt"

@@ -58,6 +58,15 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     gen = json.loads((out / "checkpoint" / "generation_config.json").read_text())
     assert gen["num_beams"] == 4 and gen["no_repeat_ngram_size"] == 3 and gen["encoder_no_repeat_ngram_size"] == 2
 
+    # --eval-only on the saved checkpoint reproduces the run's evaluation, with no training
+    evaluated = train_paraphrase.main(
+        ["--model", str(out / "checkpoint"), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "eval"),
+         "--max-length", "8", "--max-seq-length", "16", "--device", "cpu", "--encoder-no-repeat-ngram-size", "2",
+         "--max-eval", "3", "--eval-only"])
+    assert evaluated["steps"] == 0 and evaluated["epochs"] == [] and evaluated["protocol"]["eval_only"]
+    assert evaluated["eval"] == saved["eval"] and evaluated["eval_no_copy"] == saved["eval_no_copy"]
+    assert (tmp_path / "eval" / "generations.jsonl").read_text() == (out / "generations.jsonl").read_text()
+
     # --resume continues the fine-tuning from its checkpoint and skips the finished denoising stage
     again = train_paraphrase.main(argv + ["--max-steps", "3", "--max-eval", "1", "--resume"])
     assert again["steps"] == 3 and again["denoise"] is None and again["sizes"]["eval_pairs"] == 1
@@ -71,6 +80,7 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     (["--denoise-steps", "-1"], "--denoise-steps: expected a value >= 0"),
     (["--max-seq-length", "2"], "--max-seq-length: expected a value >= 3"),
     (["--encoder-no-repeat-ngram-size", "-1"], "--encoder-no-repeat-ngram-size: expected a value >= 0, got -1"),
+    (["--eval-only", "--denoise-steps", "5"], "--eval-only: trains nothing"),
 ])
 def test_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit):
