@@ -182,17 +182,25 @@ def process(ids: Tensor, scores: Tensor, s: Settings, source_ngrams: Tensor | No
 class DecodeStep:
     """One decoder step for every sequence: its last token [N, 1] -> next-token logits [N, V].
 
-    The step reads its token from a static buffer and leaves the cache's shapes and addresses alone
-    (see KVCache), so on CUDA it can be captured once per generate call as a CUDA graph and then
-    replayed: one launch per step instead of a few hundred small kernels. Otherwise it runs eagerly.
+    With `reorder` (beam search), the step first moves each sequence's cache to the beam it now
+    continues: `origin` [N], from the previous beam_step (the identity at first). The step reads its
+    inputs from static buffers and leaves the cache's shapes and addresses alone (see KVCache), so
+    on CUDA it can be captured once per generate call as a CUDA graph and then replayed: one launch
+    per step instead of a few hundred small kernels. Otherwise it runs eagerly.
     """
 
-    def __init__(self, model, cache, rows: int, cuda_graph: bool = False):
+    def __init__(self, model, cache, rows: int, reorder: bool = False, cuda_graph: bool = False):
         self.model, self.cache = model, cache
         self.ids = torch.zeros(rows, 1, dtype=torch.long, device=cache.kv.device)
+        self.origin = torch.arange(rows, device=cache.kv.device) if reorder else None
         self.graph = None
         if cuda_graph:
             self.graph, self.logits = self.capture()
+
+    def run(self) -> Tensor:
+        if self.origin is not None:
+            self.cache.reorder(self.origin)
+        return self.model.decode(self.ids, self.cache)[:, -1]
 
     def capture(self) -> tuple["torch.cuda.CUDAGraph", Tensor]:
         """Warm up on a side stream (lazy inits, autocast's weight casts), then record one step. The
@@ -201,20 +209,22 @@ class DecodeStep:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self.model.decode(self.ids, self.cache)
+            self.run()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self.model.decode(self.ids, self.cache)[:, -1]
+            logits = self.run()
         self.cache.pos.copy_(pos)
         return graph, logits
 
-    def __call__(self, ids: Tensor) -> Tensor:
+    def __call__(self, ids: Tensor, origin: Tensor | None = None) -> Tensor:
         """ids [N, t] -> logits [N, V] (the model's dtype) for the token after ids[:, -1]; the cache advances.
-        The result is overwritten by the next call."""
+        With reorder, `origin` [N] is required after the first step. The result is overwritten by the next call."""
         self.ids.copy_(ids[:, -1:])
+        if origin is not None:
+            self.origin.copy_(origin)
         if self.graph is None:
-            return self.model.decode(self.ids, self.cache)[:, -1]
+            return self.run()
         self.graph.replay()
         return self.logits
 
@@ -352,12 +362,12 @@ def beam_search(step: DecodeStep, ids: Tensor, s: Settings, source_ngrams: Tenso
     # transformers fills unused positions with `pad or eos` (a pad id of 0 gives eos), -1 without eos
     fill = (s.pad_token_id or s.eos_token_id) if s.eos_token_id is not None else -1
     beams = Beams.start(ids, K, s.max_length, fill)
-    B = beams.seqs.size(0)
+    B, origin = beams.seqs.size(0), None
     while True:
         flat = beams.seqs[:, :, :t].flatten(0, 1)  # [B*K, t]
-        log_probs = process(flat, F.log_softmax(step(flat), -1, dtype=torch.float32), s, source_ngrams)
+        logits = step(flat, origin)  # reorders the cache for the previous step's origins first
+        log_probs = process(flat, F.log_softmax(logits, -1, dtype=torch.float32), s, source_ngrams)
         beams, origin, stop = beam_step(beams, log_probs.view(B, K, -1), t, prompt_len, s)
-        step.cache.reorder(origin)
         t += 1
         beams.improvable = still_improvable(beams, t, prompt_len, s)
         if may_have_ended(t, s):  # stop when all ended, all done (early_stopping), or none improvable: one sync
@@ -392,7 +402,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **k
     copies = max(s.num_beams, s.num_return_sequences)  # sequences per source, sharing its cross-attention K/V
     cache = model.new_cache(model.encode(input_ids, attention_mask), attention_mask, s.max_length - 1, copies)
     ids = input_ids.new_full((input_ids.size(0) * copies, 1), s.decoder_start_token_id)
-    step = DecodeStep(model, cache, ids.size(0), cuda_graph=ids.is_cuda)
+    step = DecodeStep(model, cache, ids.size(0), reorder=s.num_beams > 1, cuda_graph=ids.is_cuda)
     n, source_ngrams = s.encoder_no_repeat_ngram_size, None
     if 0 < n <= input_ids.size(1):  # the source's n-grams (padding included, as HF), for each of its copies
         source_ngrams = input_ids.unfold(1, n, 1).repeat_interleave(copies, dim=0)  # [N, W, n]

@@ -152,11 +152,11 @@ def test_greedy_is_argmax_and_one_beam_is_greedy(model, batch, max_length):
         want = reference_greedy(model, ids, mask, max_length)
         s = resolve_settings(model.config, max_length=max_length, early_stopping=True)
 
-        def new():  # a fresh decode step (with its cache) and start tokens
+        def new(reorder=False):  # a fresh decode step (with its cache) and start tokens
             cache = model.new_cache(model.encode(ids, mask), mask, max_length - 1)
-            return (DecodeStep(model, cache, ids.size(0)),
+            return (DecodeStep(model, cache, ids.size(0), reorder),
                     torch.full((ids.size(0), 1), CONFIG.decoder_start_token_id))
-        one_beam = beam_search(*new(), s)
+        one_beam = beam_search(*new(reorder=True), s)
         assert torch.equal(greedy_or_sample(*new(), s), out)
     assert torch.equal(one_beam, out)
     for row, ref in zip(out.tolist(), want.tolist(), strict=True):

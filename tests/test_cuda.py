@@ -143,6 +143,6 @@ def test_bart_cuda_graph_step_equals_eager_under_bf16(tmp_path, kw):
         graphed = ours.generate(ids, mask, max_length=20, **kw)
         cache = ours.new_cache(ours.encode(ids, mask), mask, s.max_length - 1, s.num_beams)
         start = torch.full((ids.size(0) * s.num_beams, 1), s.decoder_start_token_id, device=DEV)
-        step = DecodeStep(ours, cache, start.size(0), cuda_graph=False)
+        step = DecodeStep(ours, cache, start.size(0), reorder=s.num_beams > 1, cuda_graph=False)
         eager = beam_search(step, start, s) if s.num_beams > 1 else greedy_or_sample(step, start, s)
     assert torch.equal(graphed, eager)
