@@ -194,9 +194,9 @@ class BartDecoder(_Stack):
         cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
         # the projections' dtype, not memory's: under bf16 autocast memory leaves a LayerNorm in fp32
         kv = memory.new_zeros(shape, dtype=cross[0][0].dtype)
+        pos = torch.zeros((), dtype=torch.long, device=memory.device)
         return KVCache(kv=kv, cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
-                       memory_mask=padding_mask(attention_mask), pos=torch.zeros((), dtype=torch.long,
-                                                                                 device=memory.device))
+                       memory_mask=padding_mask(attention_mask), pos=pos)
 
     def forward(self, input_ids: Tensor, memory: Tensor | None = None, attention_mask: Tensor | None = None,
                 cache: KVCache | None = None) -> Tensor:
