@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from data.noising import bart_noise, word_start_table
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, first_non_copy, load_hub, load_local,
-                             normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub,
+                             load_local, normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
 from minibart import BartForConditionalGeneration, seq2seq_loss
 from minibert.checkpoint import load_tokenizer, read_config, resolve
 from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, finish_run, fit,
@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                       "(default: PAWS, MRPC and Quora from the Hub)")
     p.add_argument("--max-seq-length", type=int, default=128, help="tokens per sentence, special tokens included")
     p.add_argument("--both-directions", action="store_true", help="also train on (target, source)")
+    p.add_argument("--max-pair-bleu", type=float,
+                   help="drop training pairs whose target scores at least this sentence BLEU against its source "
+                        "(near-copies; default: keep all, as the blog)")
     p.add_argument("--denoise-steps", type=int, default=0,
                    help="BART denoising steps on unlabeled text before fine-tuning (0 = none)")
     p.add_argument("--denoise-text", nargs="*", default=[],
@@ -64,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                            ("--max-eval", args.max_eval is None or args.max_eval >= 1, ">= 1"),
                            ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1"),
                            ("--no-repeat-ngram-size", args.no_repeat_ngram_size >= 0, ">= 0"),
+                           ("--max-pair-bleu", args.max_pair_bleu is None or 0 < args.max_pair_bleu <= 100, "in (0, 100]"),
                            ("--encoder-no-repeat-ngram-size", args.encoder_no_repeat_ngram_size >= 0, ">= 0")]:
         if not ok:
             p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
@@ -94,6 +98,8 @@ def load_pairs(args) -> tuple[list[Pair], list[Pair], str]:
         train = train + [Pair(p.target, p.source) for p in train]
     seen = {normalize(s) for p in held for s in p}  # no held-out sentence is trained on
     train = [p for p in dedupe(train) if normalize(p.source) not in seen and normalize(p.target) not in seen]
+    if args.max_pair_bleu is not None:
+        train = drop_near_copies(train, args.max_pair_bleu)
     if args.max_eval is not None and args.max_eval < len(held):
         held = split_heldout(held, args.max_eval, args.seed)[1]
     return train, held, source
@@ -253,7 +259,8 @@ def main(argv=None) -> dict:
                "protocol": {"max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "lr": args.lr,
                             "denoise_lr": args.denoise_lr or args.lr, "warmup_ratio": args.warmup_ratio,
                             "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
-                            "both_directions": args.both_directions, "max_steps": args.max_steps,
+                            "both_directions": args.both_directions, "max_pair_bleu": args.max_pair_bleu,
+                            "max_steps": args.max_steps,
                             "eval_only": args.eval_only,
                             "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
                                            "encoder_no_repeat_ngram_size": args.encoder_no_repeat_ngram_size,

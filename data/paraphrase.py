@@ -75,6 +75,13 @@ def dedupe(pairs: Iterable[Pair], drop_copies: bool = True) -> list[Pair]:
     return out
 
 
+def drop_near_copies(pairs: Iterable[Pair], max_bleu: float) -> list[Pair]:
+    """Keep the pairs whose target scores below `max_bleu` sentence BLEU (lowercased) against its source:
+    the others differ by a word or by word order and mostly teach a model to copy."""
+    return [p for p in pairs
+            if sacrebleu.sentence_bleu(p.target, [p.source], lowercase=True).score < max_bleu]
+
+
 # ----------------------------------------------------------------------------- local readers
 
 MSRP_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]

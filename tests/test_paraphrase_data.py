@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, encode, first_non_copy, load_hub, load_local,
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub, load_local,
                              normalize, paraphrase_metrics, rescore, read_msrp, read_paws, read_quora,
                              read_squad_contexts, split_heldout, to_labels, unlabeled_text)
 from minibert.checkpoint import load_tokenizer
@@ -146,6 +146,15 @@ def test_metrics_copy_baseline_and_perfect_output():
     assert paraphrase_metrics(src, ref, ["The cat sat on the mat today.", "a b"])["copy_rate"] == 0.5
     with pytest.raises(ValueError, match="equal"):
         paraphrase_metrics(src, ref, src[:1])
+
+
+def test_drop_near_copies_keeps_real_rewrites():
+    pairs = [Pair("The cat sat on the mat today.", "Today the cat sat on the mat."),          # word order only
+             Pair("The cat sat on the mat today.", "The cat sat on the mat yesterday."),      # one word
+             Pair("The cat sat on the mat today.", "A kitten was resting on a rug this morning.")]
+    assert drop_near_copies(pairs, 50) == pairs[2:]
+    assert drop_near_copies(pairs, 100) == pairs  # nothing below 100 is a copy
+    assert drop_near_copies(pairs, 1e-9) == []
 
 
 def test_first_non_copy_skips_copies_however_spaced():

@@ -74,6 +74,13 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     assert "resume" in events and events.count("stage") == 3
 
 
+def test_max_pair_bleu_drops_near_copies_from_training_only(data_dir):
+    base = ["--data-dir", str(data_dir)]
+    train, held, _ = train_paraphrase.load_pairs(train_paraphrase.parse_args(base))
+    kept, held_too, _ = train_paraphrase.load_pairs(train_paraphrase.parse_args(base + ["--max-pair-bleu", "20"]))
+    assert held_too == held and 0 < len(kept) < len(train) and set(kept) <= set(train)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--num-return-sequences", "5", "--num-beams", "4"], "--num-return-sequences: expected at most"),
     (["--max-eval", "0"], "--max-eval: expected a value >= 1, got 0"),
@@ -81,6 +88,7 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     (["--max-seq-length", "2"], "--max-seq-length: expected a value >= 3"),
     (["--encoder-no-repeat-ngram-size", "-1"], "--encoder-no-repeat-ngram-size: expected a value >= 0, got -1"),
     (["--eval-only", "--denoise-steps", "5"], "--eval-only: trains nothing"),
+    (["--max-pair-bleu", "0"], "--max-pair-bleu: expected a value in (0, 100], got 0.0"),
 ])
 def test_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit):
