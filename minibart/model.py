@@ -112,15 +112,16 @@ class DecoderLayer(nn.Module):
         self.drop, self.act_drop = nn.Dropout(c.dropout), nn.Dropout(c.activation_dropout)
 
     def forward(self, x: Tensor, memory_k: Tensor, memory_v: Tensor, memory_mask: Tensor | None,
-                cache: KVCache | None = None, index: int = 0, positions: Tensor | None = None) -> Tensor:
+                cache: KVCache | None = None, index: int = 0, positions: Tensor | None = None,
+                cache_mask: Tensor | None = None) -> Tensor:
         """x [N, T, D], N a multiple of B; memory_k/v [B, H, S, Dh]; with a cache, x holds the tokens at
-        `positions` [T] and this is layer `index`."""
+        `positions` [T], this is layer `index` and cache_mask is cache.mask(positions)."""
         q, k, v = self.self_attn.project(x)
         if cache is None:
             h = self.self_attn.attend(q, k, v, is_causal=True)
         else:
             k, v = cache.write(index, k, v, positions)
-            h = self.self_attn.attend(q, k, v, mask=cache.mask(positions))
+            h = self.self_attn.attend(q, k, v, mask=cache_mask)
         x = self.self_attn_layer_norm(x + self.drop(h))
         # the copies (beams) of a source share its memory: fold them into the query length, [N, T, D] -> [B, N/B*T, D]
         h = self.encoder_attn(x.reshape(memory_k.size(0), -1, x.size(-1)), memory_k, memory_v, memory_mask)
@@ -208,9 +209,10 @@ class BartDecoder(_Stack):
         else:
             cross, memory_mask = list(zip(cache.cross_k, cache.cross_v, strict=True)), cache.memory_mask
         positions = cache.positions(input_ids.size(1)) if cache is not None else None
+        cache_mask = cache.mask(positions) if cache is not None else None  # the same for every layer
         x = self.embed(input_ids, positions)
         for i, (layer, (k, v)) in enumerate(zip(self.layers, cross, strict=True)):
-            x = layer(x, k, v, memory_mask, cache, i, positions)
+            x = layer(x, k, v, memory_mask, cache, i, positions, cache_mask)
         if cache is not None:
             cache.pos += input_ids.size(1)  # in place: a captured step advances it on replay
         return x
