@@ -226,9 +226,10 @@ def main(argv=None) -> dict:
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
     outputs = {"paraphrase": [b[0] for b in beams],  # the blog's: the best beam
                "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)]}
-    scores = {name: {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, out, lowercase).items()}
-              for name, out in outputs.items()}
-    copy = {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, sources, lowercase).items()}
+    def score(out: list[str]) -> dict:
+        return {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, out, lowercase).items()}
+
+    scores, copy = {name: score(out) for name, out in outputs.items()}, score(sources)
     log.event("eval", **scores["paraphrase"], no_copy=scores["paraphrase_no_copy"], copy_baseline=copy)
     for name, what in [("paraphrase", "best beam"), ("paraphrase_no_copy", "best non-copy beam")]:
         m = scores[name]
