@@ -435,8 +435,9 @@ def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterable], 
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step, step_in_epoch = step + 1, step_in_epoch + 1
-            loss_sum += loss.detach().float() * n
-            ep_loss_sum += loss.detach().float() * n
+            weighted = loss.detach().float() * n
+            loss_sum += weighted
+            ep_loss_sum += weighted
             n_sum += n
             epoch_examples += n
             bar.update(1)
