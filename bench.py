@@ -35,15 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from data.cola import collate
+from minibart import BartForConditionalGeneration, seq2seq_loss
 from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, qa_loss
 from minibert.checkpoint import atomic_write
 from minibert.training import batch_indices, make_optimizer, to_device
-
-try:
-    from minibart import BartForConditionalGeneration, seq2seq_loss
-    MINIBART_MISSING = ""
-except ImportError as e:
-    MINIBART_MISSING = f"minibart is not importable ({e})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,6 +84,7 @@ class Env:
     device: torch.device
     dtype: str       # "fp32" or "bf16" (autocast; parameters stay fp32)
     compile: bool    # torch.compile our model (HF stays eager, its default)
+    cuda_graph: bool  # our generate replays its decoder step as a CUDA graph (its default on CUDA)
     sizes: Sizes
 
     def autocast(self):
@@ -381,7 +377,7 @@ def bart_beam(env: Env) -> Case:
     src, ones = to_device([src, ones], env.device)
     args = dict(num_beams=beams, max_length=new + 1, min_length=new + 1, length_penalty=1.0, early_stopping=True,
                 no_repeat_ngram_size=0, do_sample=False)
-    run_ours = no_grad(env, lambda: ours.generate(src, **args))
+    run_ours = no_grad(env, lambda: ours.generate(src, cuda_graph=env.cuda_graph, **args))
     run_hf = no_grad(env, lambda: hf.generate(input_ids=src, attention_mask=ones, **args))
     a, b = run_ours(), run_hf()
     if a.shape != b.shape:
@@ -394,7 +390,6 @@ def bart_beam(env: Env) -> Case:
 
 WORKLOADS = {"bert_qa_train": bert_qa_train, "cola_train": cola_train, "bart_train": bart_train,
              "bart_beam": bart_beam, "bert_infer": bert_infer}
-BART_WORKLOADS = ("bart_train", "bart_beam")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +406,7 @@ def device_name(device: torch.device) -> str:
             f"load average {os.getloadavg()[0]:.1f} at start")
 
 
-def table(rows: list[dict], skipped: dict) -> str:
+def table(rows: list[dict]) -> str:
     def mib(x):
         return "n/a" if x is None else f"{x:.0f}"
     cpu = any(r["cpu_time_ratio"] is not None for r in rows)
@@ -424,7 +419,6 @@ def table(rows: list[dict], skipped: dict) -> str:
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"- {r['workload']}: {r['note']}" for r in rows]
-    lines += [f"- {w}: skipped, {why}" for w, why in skipped.items()]
     return "\n".join(lines)
 
 
@@ -438,6 +432,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny shapes (a CPU smoke test)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile our models (HF stays eager, its default)")
+    p.add_argument("--eager-decode", action="store_true",
+                   help="our generate without its CUDA-graph decode step (to measure what the graph gives)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
 
@@ -462,22 +458,20 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    env = Env(device, dtype, args.compile, SIZES["quick" if args.quick else device.type])
+    env = Env(device, dtype, args.compile, device.type == "cuda" and not args.eager_decode,
+              SIZES["quick" if args.quick else device.type])
     command = shlex.join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
     machine = device_name(device)
     header = "; ".join([
-        machine, dtype + ("; ours compiled" if args.compile else ""),
+        machine, dtype + ("; ours compiled" if args.compile else "") + ("; ours eager decode" if args.eager_decode else ""),
         f"torch {torch.__version__}, transformers {transformers.__version__}",
         f"median of {args.repeats} after {args.warmup} warm-up, ours and HF interleaved",
         "spread = (max - min) / median of the noisier side",
         *(["by CPU time = ratio of the process CPU times, steadier on a busy machine"] * (device.type == "cpu"))])
     print(f"# {command}\n# {header}\n", flush=True)
 
-    rows, skipped = [], {}
+    rows = []
     for name in names:
-        if name in BART_WORKLOADS and MINIBART_MISSING:
-            skipped[name] = MINIBART_MISSING
-            continue
         torch.manual_seed(0)
         rows.append(measure(WORKLOADS[name](env), env, args.repeats, args.warmup))
         r = rows[-1]
@@ -486,10 +480,10 @@ def main(argv: list[str] | None = None) -> dict:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print(table(rows, skipped), flush=True)
+    print(table(rows), flush=True)
     result = dict(command=command, setup=header, device=machine, dtype=dtype, compile=args.compile,
-                  torch=torch.__version__, transformers=transformers.__version__, repeats=args.repeats,
-                  warmup=args.warmup, results=rows, skipped=skipped)
+                  cuda_graph=env.cuda_graph, torch=torch.__version__, transformers=transformers.__version__,
+                  repeats=args.repeats, warmup=args.warmup, results=rows)
     if args.json:
         atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
     return result

@@ -381,10 +381,13 @@ def beam_search(step: DecodeStep, ids: Tensor, s: Settings, source_ngrams: Tenso
 
 
 @torch.no_grad()
-def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
+def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, cuda_graph: bool | None = None,
+             **kwargs) -> Tensor:
     """Token ids [B * num_return_sequences, T], each row starting with the decoder start token and
     padded with pad_token_id, as `transformers`' generate returns for the same weights and arguments
     (so, like it, beam search pads with eos_token_id when pad_token_id is 0).
+
+    cuda_graph: replay each decoder step as a CUDA graph (see DecodeStep); default: on CUDA.
 
     Arguments (default: the model config's generation settings, else transformers' defaults):
     max_length, max_new_tokens, min_length, num_beams, length_penalty, early_stopping (True, False
@@ -397,12 +400,16 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, **k
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}")
     s = resolve_settings(model.config, **kwargs)
+    if cuda_graph is None:
+        cuda_graph = input_ids.is_cuda
+    elif cuda_graph and not input_ids.is_cuda:
+        raise ValueError(f"cuda_graph=True needs input_ids on a CUDA device, got {input_ids.device}")
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # nothing padded: no mask, the fast attention kernels
     copies = max(s.num_beams, s.num_return_sequences)  # sequences per source, sharing its cross-attention K/V
     cache = model.new_cache(model.encode(input_ids, attention_mask), attention_mask, s.max_length - 1, copies)
     ids = input_ids.new_full((input_ids.size(0) * copies, 1), s.decoder_start_token_id)
-    step = DecodeStep(model, cache, ids.size(0), reorder=s.num_beams > 1, cuda_graph=ids.is_cuda)
+    step = DecodeStep(model, cache, ids.size(0), reorder=s.num_beams > 1, cuda_graph=cuda_graph)
     n, source_ngrams = s.encoder_no_repeat_ngram_size, None
     if 0 < n <= input_ids.size(1):  # the source's n-grams (padding included, as HF), for each of its copies
         source_ngrams = input_ids.unfold(1, n, 1).repeat_interleave(copies, dim=0)  # [N, W, n]

@@ -235,7 +235,8 @@ def test_samples_stay_in_the_top_k_top_p_support(models, top_k, top_p, temperatu
     (dict(early_stopping="sometimes"), "early_stopping"), (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
     (dict(encoder_no_repeat_ngram_size=1.5), "encoder_no_repeat_ngram_size"),
     (dict(min_length=-2), "min_length"), (dict(forced_bos_token_id=V), "forced_bos_token_id"),
-    (dict(num_beam=3), "num_beam"), (dict(attention_mask=torch.ones(2, 3)), "attention_mask")])
+    (dict(num_beam=3), "num_beam"), (dict(attention_mask=torch.ones(2, 3)), "attention_mask"),
+    (dict(cuda_graph=True), "cuda_graph")])
 def test_bad_arguments_name_the_argument(models, kw, name):
     ids, mask = batch()
     kw = {"attention_mask": mask, **kw}
