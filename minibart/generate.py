@@ -185,37 +185,39 @@ class DecodeStep:
     With `reorder` (beam search), the step first moves each sequence's cache to the beam it now
     continues: `origin` [N], from the previous beam_step (the identity at first). The step reads its
     inputs from static buffers and leaves the cache's shapes and addresses alone (see KVCache), so
-    on CUDA it can be captured once per generate call as a CUDA graph and then replayed: one launch
-    per step instead of a few hundred small kernels. Otherwise it runs eagerly.
+    on CUDA the first step, run eagerly, is also recorded as a CUDA graph, and every later step of
+    the generate call replays it: one launch per step instead of a few hundred small kernels.
     """
 
     def __init__(self, model, cache, rows: int, reorder: bool = False, cuda_graph: bool = False):
-        self.model, self.cache = model, cache
+        self.model, self.cache, self.cuda_graph = model, cache, cuda_graph
         self.ids = torch.zeros(rows, 1, dtype=torch.long, device=cache.kv.device)
         self.origin = torch.arange(rows, device=cache.kv.device) if reorder else None
-        self.graph = None
-        if cuda_graph:
-            self.graph, self.logits = self.capture()
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: Tensor | None = None  # the graph's output buffer
 
     def run(self) -> Tensor:
         if self.origin is not None:
             self.cache.reorder(self.origin)
         return self.model.decode(self.ids, self.cache)[:, -1]
 
-    def capture(self) -> tuple["torch.cuda.CUDAGraph", Tensor]:
-        """Warm up on a side stream (lazy inits, autocast's weight casts), then record one step. The
-        warm-up writes cache slots that every real step overwrites before it reads them."""
-        pos = self.cache.pos.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+    def run_and_capture(self) -> Tensor:
+        """Run the step on a side stream, which also does what must not happen during capture (lazy
+        initializations, autocast's weight casts), then record it there; recording executes nothing.
+        (torch.cuda.graph would also empty the allocator's cache first, at every generate call.)"""
+        main, side = torch.cuda.current_stream(), torch.cuda.Stream()
+        side.wait_stream(main)
         with torch.cuda.stream(side):
-            self.run()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
             logits = self.run()
-        self.cache.pos.copy_(pos)
-        return graph, logits
+            self.graph = torch.cuda.CUDAGraph()
+            self.graph.capture_begin()
+            try:
+                self.logits = self.run()
+            finally:
+                self.graph.capture_end()
+        main.wait_stream(side)
+        logits.record_stream(main)  # made on the side stream, used on the main one
+        return logits
 
     def __call__(self, ids: Tensor, origin: Tensor | None = None) -> Tensor:
         """ids [N, t] -> logits [N, V] (the model's dtype) for the token after ids[:, -1]; the cache advances.
@@ -223,10 +225,10 @@ class DecodeStep:
         self.ids.copy_(ids[:, -1:])
         if origin is not None:
             self.origin.copy_(origin)
-        if self.graph is None:
-            return self.run()
-        self.graph.replay()
-        return self.logits
+        if self.graph is not None:
+            self.graph.replay()
+            return self.logits
+        return self.run_and_capture() if self.cuda_graph else self.run()
 
 
 def may_have_ended(t: int, s: Settings) -> bool:
