@@ -223,15 +223,21 @@ def main(argv=None) -> dict:
     t_eval = time.perf_counter()
     sources, refs = [p.source for p in held], [p.target for p in held]
     beams = generate_texts(model, tok, sources, args, device, num_return_sequences=args.num_beams)
+    torch.manual_seed(args.seed)
+    sampled = generate_texts(model, tok, sources, args, device, do_sample=True, top_k=args.top_k, top_p=args.top_p,
+                             num_return_sequences=args.num_return_sequences)
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
-    outputs = {"paraphrase": [b[0] for b in beams],  # the blog's: the best beam
-               "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)]}
+    outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
+               "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],
+               "paraphrase_sampled": [x[0] for x in sampled]}  # the blog's beam-sample, its first sequence
     def score(out: list[str]) -> dict:
         return {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, out, lowercase).items()}
 
     scores, copy = {name: score(out) for name, out in outputs.items()}, score(sources)
-    log.event("eval", **scores["paraphrase"], no_copy=scores["paraphrase_no_copy"], copy_baseline=copy)
-    for name, what in [("paraphrase", "best beam"), ("paraphrase_no_copy", "best non-copy beam")]:
+    log.event("eval", **scores["paraphrase"], no_copy=scores["paraphrase_no_copy"],
+              sampled=scores["paraphrase_sampled"], copy_baseline=copy)
+    for name, what in [("paraphrase", "best beam"), ("paraphrase_no_copy", "best non-copy beam"),
+                       ("paraphrase_sampled", "beam-sample")]:
         m = scores[name]
         log.print(f"held-out ({len(held)} pairs), {what}: BLEU {m['bleu']:.2f} | BLEU vs source {m['self_bleu']:.2f} "
                   f"| iBLEU {m['ibleu']:.2f} (copy baseline {copy['ibleu']:.2f}) | copy rate {m['copy_rate']:.3f} "
@@ -241,17 +247,14 @@ def main(argv=None) -> dict:
                    ensure_ascii=False) + "\n" for i, (s, r) in enumerate(zip(sources, refs))))
 
     picks = sorted(random.Random(args.seed).sample(range(len(held)), min(5, len(held))))
-    texts = [sources[i] for i in picks]
-    torch.manual_seed(args.seed)
-    sampled = generate_texts(model, tok, texts, args, device, do_sample=True, top_k=args.top_k, top_p=args.top_p,
-                             num_return_sequences=args.num_return_sequences)
     write_text(f"{args.output_dir}/samples.md", samples_md(args, [held[i] for i in picks],
                                                           [beams[i][:args.num_return_sequences] for i in picks],
-                                                          sampled))
+                                                          [sampled[i] for i in picks]))
 
     metrics = {"task": "paraphrase", "model": args.model, "data": data_source,
                "sizes": {"train_pairs": len(train), "eval_pairs": len(held)},
-               "eval": scores["paraphrase"], "eval_no_copy": scores["paraphrase_no_copy"], "copy_baseline": copy,
+               "eval": scores["paraphrase"], "eval_no_copy": scores["paraphrase_no_copy"],
+               "eval_sampled": scores["paraphrase_sampled"], "copy_baseline": copy,
                "bleu_lowercase": lowercase,
                "denoise": denoise and {"steps": denoise["step"], "history": denoise["history"],
                                        "train_time_s": denoise["train_time_s"], "texts": args.denoise_text},

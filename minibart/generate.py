@@ -295,13 +295,24 @@ def merge_beams(old: Tensor, new: Tensor, index: Tensor) -> Tensor:
     return gather_beams(torch.cat((old, new), dim=1), index)
 
 
-def select_candidates(scores: Tensor, n: int, do_sample: bool) -> tuple[Tensor, Tensor]:
-    """scores [B, K*V] -> the n best (or n sampled without replacement, best first) scores and indices."""
-    if not do_sample:
-        return scores.topk(n)
-    index = torch.multinomial(scores.softmax(-1), n)
-    top, order = scores.gather(1, index).sort(dim=-1, descending=True)
-    return top, index.gather(1, order)
+def select_candidates(log_probs: Tensor, beam_scores: Tensor, n: int, do_sample: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The n best (or n sampled without replacement, best first) continuations of each source's beams.
+
+    log_probs [B, K, V], beam_scores [B, K] -> scores (beam score + token log-prob), origin beam and
+    token, each [B, n]. Without sampling, the n best of each beam hold the n best overall, so one
+    top-n per beam and one over the K*n survivors give what a top-n over all K*V continuations gives
+    (as transformers computes it), on far less data.
+    """
+    B, K, V = log_probs.shape
+    if do_sample:
+        total = (log_probs + beam_scores[:, :, None]).view(B, K * V)
+        index = torch.multinomial(total.softmax(-1), n)
+        top, order = total.gather(1, index).sort(dim=-1, descending=True)
+        cand = index.gather(1, order)
+        return top, cand // V, cand % V
+    best, token = log_probs.topk(min(n, V))  # [B, K, n]
+    top, index = (best + beam_scores[:, :, None]).view(B, -1).topk(n)
+    return top, index // best.size(-1), token.view(B, -1).gather(1, index)
 
 
 def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Settings) -> tuple[Beams, Tensor, Tensor]:
@@ -313,10 +324,8 @@ def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Setti
     Returns the new beams, per new open beam the flat row it came from (for the cache), and whether
     every continuation ended (nothing left to extend; a bool tensor, to spare a host sync).
     """
-    B, K, V = log_probs.shape
-    total = (log_probs + beams.scores[:, :, None]).view(B, K * V)
-    cand_scores, cand = select_candidates(total, 2 * K, s.do_sample)  # [B, 2K]
-    origin, token = cand // V, cand % V
+    B, K = log_probs.shape[:2]
+    cand_scores, origin, token = select_candidates(log_probs, beams.scores, 2 * K, s.do_sample)  # [B, 2K]
     cand_seqs = gather_beams(beams.seqs, origin)
     cand_seqs[:, :, t] = token
     ends = torch.full_like(token, t + 1 >= s.max_length, dtype=torch.bool)
@@ -326,10 +335,10 @@ def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Setti
     # open beams: the best K continuations that did not end
     open_scores = cand_scores + ends.to(torch.float32) * -1.0e9
     keep = open_scores.topk(K)[1]
-    flat_origin = (gather_beams(origin, keep) + torch.arange(B, device=cand.device)[:, None] * K).flatten()
+    flat_origin = (gather_beams(origin, keep) + torch.arange(B, device=token.device)[:, None] * K).flatten()
 
     # finished: merge the ended top-K continuations into the K best finished so far
-    ended = ends & (torch.arange(2 * K, device=cand.device) < K)
+    ended = ends & (torch.arange(2 * K, device=token.device) < K)
     final = cand_scores / ((t + 1 - prompt_len) ** s.length_penalty)
     final += (beams.done.all(-1, keepdim=True) & (s.early_stopping is True)).to(torch.float32) * -1.0e9
     final += (~beams.improvable).to(torch.float32) * -1.0e9

@@ -80,6 +80,8 @@ class KVCache:
         mask, shared by those copies, stay as they are.
         """
         for layer in self.kv:  # [2, N, H, max_len, Dh]
+            if layer.size(-1) * layer.element_size() % 8 == 0:
+                layer = layer.view(torch.int64)  # a bitwise view: a gather moves 4x fewer, wider bf16 elements
             layer.copy_(layer.index_select(1, index))
 
 

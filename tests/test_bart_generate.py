@@ -162,6 +162,29 @@ def test_generation_defaults_come_from_the_config(hf_dir, tmp_path):
     assert_same((hf.eval(), ours.eval()), *batch())
 
 
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**16), B=st.integers(1, 3), K=st.integers(1, 5), V=st.integers(2, 40),
+       banned=st.floats(0.0, 0.9))
+def test_two_stage_candidates_equal_one_top_k_over_all_continuations(seed, B, K, V, banned):
+    """select_candidates (a top-2K per beam, then over the survivors) returns a top-2K over all K*V
+    continuations, as transformers' single top-k does, with banned (-inf) tokens and placeholder beams."""
+    from minibart.generate import select_candidates
+
+    g = torch.Generator().manual_seed(seed)
+    log_probs = torch.randn(B, K, V, generator=g).log_softmax(-1)
+    log_probs[torch.rand(B, K, V, generator=g) < banned] = -torch.inf
+    beam_scores = torch.randn(B, K, generator=g) * 3
+    beam_scores[:, 1:][torch.rand(B, K - 1, generator=g) < 0.3] = -1e9  # placeholder beams, as at the first step
+    n = 2 * K
+    top, origin, token = select_candidates(log_probs, beam_scores, n, do_sample=False)
+    total = log_probs + beam_scores[:, :, None]
+    assert torch.equal(top, total.view(B, K * V).topk(n)[0])  # the n best scores, best first
+    rows = torch.arange(B)[:, None]
+    assert torch.equal(total[rows, origin, token], top)  # each candidate has its score
+    flat = origin * V + token
+    assert all(len(set(row)) == n for row in flat.tolist())  # n distinct continuations (ties: any of them)
+
+
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), k=st.integers(0, 12), p=st.floats(0.01, 1.0), keep=st.integers(1, 3),
        n=st.integers(1, 4), length=st.integers(1, 8))

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
+from minibart.model import KVCache
 from minibart.generate import DecodeStep, beam_search, greedy_or_sample, resolve_settings
 
 
@@ -86,12 +87,14 @@ def test_cached_decoding_never_reads_stale_slots(model, batch, extra):
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
 
 
-def test_cache_reorder_permutes_sequences_in_every_layer(model):
-    """reorder(index) gives sequence i the keys and values of sequence index[i], at every layer and slot."""
-    ids = torch.randint(3, V, (2, 5))
-    cache = model.new_cache(model.encode(ids), None, max_len=6, copies=3)
-    cache.kv.copy_(torch.randn_like(cache.kv))
-    before, index = cache.kv.clone(), torch.tensor([2, 2, 0, 3, 5, 4])
+@pytest.mark.parametrize("dtype, head_dim", [(torch.float64, 8), (torch.bfloat16, 8), (torch.bfloat16, 3),
+                                             (torch.float32, 5)])
+def test_cache_reorder_permutes_sequences_in_every_layer(dtype, head_dim):
+    """reorder(index) gives sequence i the keys and values of sequence index[i], at every layer and slot
+    (whether or not its rows can be moved as 8-byte words)."""
+    kv = torch.randn(2, 2, 6, 3, 7, head_dim).to(dtype)  # [layers, 2, N, H, max_len, Dh]
+    cache = KVCache(kv=kv, cross_k=[], cross_v=[], memory_mask=None, pos=torch.tensor(0))
+    before, index = kv.clone(), torch.tensor([2, 2, 0, 3, 5, 4])
     cache.reorder(index)
     assert torch.equal(cache.kv, before[:, :, index])
 

@@ -44,13 +44,16 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     assert saved["steps"] == 2 and saved["denoise"]["steps"] == 2
     assert saved["copy_baseline"]["copy_rate"] == 1.0 and saved["copy_baseline"]["self_bleu"] == pytest.approx(100)
     for key in ("bleu", "self_bleu", "ibleu", "copy_rate", "length_ratio"):
-        assert key in saved["eval"] and key in saved["eval_no_copy"]
+        assert key in saved["eval"] and key in saved["eval_no_copy"] and key in saved["eval_sampled"]
     assert saved["eval_no_copy"]["copy_rate"] <= saved["eval"]["copy_rate"]
     lines = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
-    assert len(lines) == 3 and set(lines[0]) == {"source", "reference", "paraphrase", "paraphrase_no_copy"}
+    assert len(lines) == 3 and set(lines[0]) == {"source", "reference", "paraphrase", "paraphrase_no_copy",
+                                            "paraphrase_sampled"}
     rescored = rescore(out / "generations.jsonl", lowercase=saved["bleu_lowercase"])  # recomputable from the file
     assert rescored["eval"]["copy_rate"] == pytest.approx(saved["eval"]["copy_rate"])
     assert rescored["copy_baseline"]["bleu"] == pytest.approx(saved["copy_baseline"]["bleu"])
+    sampled = rescore(out / "generations.jsonl", "paraphrase_sampled", lowercase=saved["bleu_lowercase"])
+    assert sampled["eval"]["bleu"] == pytest.approx(saved["eval_sampled"]["bleu"])
     events = [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert events.index("stage") < events.index("step") and "eval" in events and events.count("stage") == 2
     samples = (out / "samples.md").read_text()
@@ -64,7 +67,8 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
          "--max-length", "8", "--max-seq-length", "16", "--device", "cpu", "--encoder-no-repeat-ngram-size", "2",
          "--max-eval", "3", "--eval-only"])
     assert evaluated["steps"] == 0 and evaluated["epochs"] == [] and evaluated["protocol"]["eval_only"]
-    assert evaluated["eval"] == saved["eval"] and evaluated["eval_no_copy"] == saved["eval_no_copy"]
+    for key in ("eval", "eval_no_copy", "eval_sampled", "copy_baseline"):
+        assert evaluated[key] == saved[key], key
     assert (tmp_path / "eval" / "generations.jsonl").read_text() == (out / "generations.jsonl").read_text()
 
     # --resume continues the fine-tuning from its checkpoint and skips the finished denoising stage
