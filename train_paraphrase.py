@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--denoise-text", nargs="*", default=[],
                    help="SQuAD JSON files whose contexts join the training sentences as denoising text")
     p.add_argument("--denoise-lr", type=float, help="peak lr of the denoising stage (default: --lr)")
+    p.add_argument("--denoise-batch-size", type=int,
+                   help="batch of the denoising stage (default: --batch-size; larger batches keep a GPU busy)")
     p.add_argument("--max-eval", type=int, help="evaluate on a seeded sample of this many held-out pairs")
     p.add_argument("--eval-batch-size", type=int, default=32)
     p.add_argument("--eval-only", action="store_true",
@@ -64,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag, ok, want in [("--max-seq-length", args.max_seq_length >= 3, ">= 3"),
                            ("--denoise-steps", args.denoise_steps >= 0, ">= 0"),
                            ("--denoise-lr", args.denoise_lr is None or args.denoise_lr > 0, "> 0"),
+                           ("--denoise-batch-size", args.denoise_batch_size is None or args.denoise_batch_size >= 1,
+                            ">= 1"),
                            ("--max-eval", args.max_eval is None or args.max_eval >= 1, ">= 1"),
                            ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1"),
                            ("--no-repeat-ngram-size", args.no_repeat_ngram_size >= 0, ">= 0"),
@@ -137,16 +141,17 @@ def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: Run
     ends = {i for i in (tok.token_to_id(t) for t in (".", "!", "?")) if i is not None}
     word_start = word_start_table(tok.get_vocab())
     bos, eos = [c.bos_token_id], [c.eos_token_id]
+    batch_size = args.denoise_batch_size or args.batch_size
     log.print(f"denoising: {len(texts)} passages -> {len(chunks)} chunks of <= {body} tokens, "
-              f"{args.denoise_steps} steps x batch {args.batch_size}")
+              f"{args.denoise_steps} steps x batch {batch_size}")
 
     def batches(epoch):  # one "epoch" of exactly denoise_steps batches, cycling over the chunks
-        need = args.denoise_steps * args.batch_size
+        need = args.denoise_steps * batch_size
         order = np.concatenate([np.random.default_rng([args.seed, 1, k]).permutation(len(chunks))
                                 for k in range(-(-need // len(chunks)))])
         for s in range(args.denoise_steps):
             rng = np.random.default_rng([args.seed, 2, s])
-            idx = order[s * args.batch_size:(s + 1) * args.batch_size]
+            idx = order[s * batch_size:(s + 1) * batch_size]
             noised = [bos + bart_noise(chunks[i], mask_id, ends, rng, word_start=word_start)[:body] + eos
                       for i in idx]
             labels = [to_labels(bos + chunks[i] + eos, c.decoder_start_token_id) for i in idx]
@@ -261,7 +266,8 @@ def main(argv=None) -> dict:
                "epochs": result["history"], "steps": result["step"], "train_time_s": result["train_time_s"],
                "eval_time_s": round(time.perf_counter() - t_eval, 2),
                "protocol": {"max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "lr": args.lr,
-                            "denoise_lr": args.denoise_lr or args.lr, "warmup_ratio": args.warmup_ratio,
+                            "denoise_lr": args.denoise_lr or args.lr,
+                            "denoise_batch_size": args.denoise_batch_size or args.batch_size, "warmup_ratio": args.warmup_ratio,
                             "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
                             "both_directions": args.both_directions, "max_pair_bleu": args.max_pair_bleu,
                             "max_steps": args.max_steps,

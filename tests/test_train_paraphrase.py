@@ -32,6 +32,7 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     out = tmp_path / "out"
     argv = ["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
             "--denoise-steps", "2", "--denoise-text", str(data_dir / "squad.json"), "--batch-size", "2",
+            "--denoise-batch-size", "3",
             "--max-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1", "--device", "cpu",
             "--encoder-no-repeat-ngram-size", "2"]
     metrics = train_paraphrase.main(argv + ["--max-steps", "2", "--max-eval", "3"])
@@ -41,7 +42,8 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["sizes"] == {"train_pairs": 14, "eval_pairs": 3} and saved == json.loads(json.dumps(metrics))
-    assert saved["steps"] == 2 and saved["denoise"]["steps"] == 2
+    assert saved["steps"] == 2 and saved["denoise"]["steps"] == 2 and saved["protocol"]["denoise_batch_size"] == 3
+    assert "2 steps x batch 3" in (out / "train.log").read_text()
     assert saved["copy_baseline"]["copy_rate"] == 1.0 and saved["copy_baseline"]["self_bleu"] == pytest.approx(100)
     for key in ("bleu", "self_bleu", "ibleu", "copy_rate", "length_ratio"):
         assert key in saved["eval"] and key in saved["eval_no_copy"] and key in saved["eval_sampled"]
@@ -93,6 +95,7 @@ def test_max_pair_bleu_drops_near_copies_from_training_only(data_dir):
     (["--encoder-no-repeat-ngram-size", "-1"], "--encoder-no-repeat-ngram-size: expected a value >= 0, got -1"),
     (["--eval-only", "--denoise-steps", "5"], "--eval-only: trains nothing"),
     (["--max-pair-bleu", "0"], "--max-pair-bleu: expected a value in (0, 100], got 0.0"),
+    (["--denoise-batch-size", "0"], "--denoise-batch-size: expected a value >= 1, got 0"),
 ])
 def test_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit):
