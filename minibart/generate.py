@@ -299,9 +299,9 @@ def select_candidates(log_probs: Tensor, beam_scores: Tensor, n: int, do_sample:
     """The n best (or n sampled without replacement, best first) continuations of each source's beams.
 
     log_probs [B, K, V], beam_scores [B, K] -> scores (beam score + token log-prob), origin beam and
-    token, each [B, n]. Without sampling, the n best of each beam hold the n best overall, so one
-    top-n per beam and one over the K*n survivors give what a top-n over all K*V continuations gives
-    (as transformers computes it), on far less data.
+    token, each [B, n]. Without sampling, the n best of each beam hold the n best overall, so a
+    top-n per beam, then one over the K*n survivors, give what one top-n over all K*V continuations
+    gives (as transformers computes it), without forming the K*V sums or selecting from rows of K*V.
     """
     B, K, V = log_probs.shape
     if do_sample:
