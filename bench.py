@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = shlex.join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
     machine = device_name(device)
     header = "; ".join([
-        machine, dtype + ("; ours compiled" if args.compile else "") + ("; ours eager decode" if args.eager_decode else ""),
+        machine, dtype + "; ours compiled" * args.compile + "; ours eager decode" * args.eager_decode,
         f"torch {torch.__version__}, transformers {transformers.__version__}",
         f"median of {args.repeats} after {args.warmup} warm-up, ours and HF interleaved",
         "spread = (max - min) / median of the noisier side",
