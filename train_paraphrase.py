@@ -80,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.num_return_sequences > args.num_beams:
         p.error(f"argument --num-return-sequences: expected at most --num-beams ({args.num_beams}), "
                 f"got {args.num_return_sequences}")
+    args.denoise_lr = args.denoise_lr or args.lr  # the denoising stage's defaults, resolved once
+    args.denoise_batch_size = args.denoise_batch_size or args.batch_size
     return args
 
 
@@ -141,7 +143,7 @@ def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: Run
     ends = {i for i in (tok.token_to_id(t) for t in (".", "!", "?")) if i is not None}
     word_start = word_start_table(tok.get_vocab())
     bos, eos = [c.bos_token_id], [c.eos_token_id]
-    batch_size = args.denoise_batch_size or args.batch_size
+    batch_size = args.denoise_batch_size
     log.print(f"denoising: {len(texts)} passages -> {len(chunks)} chunks of <= {body} tokens, "
               f"{args.denoise_steps} steps x batch {batch_size}")
 
@@ -158,7 +160,7 @@ def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: Run
             yield collate(noised, labels, c.pad_token_id)
 
     out = f"{cfg.output_dir}/denoise"
-    stage = dataclasses.replace(cfg, output_dir=out, epochs=1, max_steps=None, lr=args.denoise_lr or cfg.lr,
+    stage = dataclasses.replace(cfg, output_dir=out, epochs=1, max_steps=None, lr=args.denoise_lr,
                                 resume=cfg.resume and last_checkpoint(out) is not None)
     log.event("stage", name="denoise", steps=args.denoise_steps, chunks=len(chunks))
     return fit(model, stage, batches, loss_fn, args.denoise_steps, log=log, tokenizer_from=args.model)
@@ -235,6 +237,7 @@ def main(argv=None) -> dict:
     outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
                "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],
                "paraphrase_sampled": [x[0] for x in sampled]}  # the blog's beam-sample, its first sequence
+
     def score(out: list[str]) -> dict:
         return {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, out, lowercase).items()}
 
@@ -266,8 +269,7 @@ def main(argv=None) -> dict:
                "epochs": result["history"], "steps": result["step"], "train_time_s": result["train_time_s"],
                "eval_time_s": round(time.perf_counter() - t_eval, 2),
                "protocol": {"max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "lr": args.lr,
-                            "denoise_lr": args.denoise_lr or args.lr,
-                            "denoise_batch_size": args.denoise_batch_size or args.batch_size,
+                            "denoise_lr": args.denoise_lr, "denoise_batch_size": args.denoise_batch_size,
                             "warmup_ratio": args.warmup_ratio,
                             "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
                             "both_directions": args.both_directions, "max_pair_bleu": args.max_pair_bleu,

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub, load_local,
-                             normalize, paraphrase_metrics, rescore, read_msrp, read_paws, read_quora,
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub,
+                             load_local, normalize, paraphrase_metrics, rescore, read_msrp, read_paws, read_quora,
                              read_squad_contexts, split_heldout, to_labels, unlabeled_text)
 from minibert.checkpoint import load_tokenizer
 

@@ -17,7 +17,8 @@ import bench  # noqa: E402
 
 cuda = torch.cuda.is_available()
 device = torch.device("cuda" if cuda else "cpu")
-env = bench.Env(device, "bf16" if cuda else "fp32", False, cuda, bench.SIZES["cuda" if cuda else "quick"])
+env = bench.Env(device, dtype="bf16" if cuda else "fp32", compile=False, cuda_graph=cuda,
+                sizes=bench.SIZES["cuda" if cuda else "quick"])
 case = bench.bart_beam(env)
 for _ in range(3):
     case.ours()
