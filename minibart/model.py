@@ -20,6 +20,7 @@ from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
 
 POSITION_OFFSET = 2  # BART's position table has 2 extra leading rows; position p uses row p + 2
+LM_HEAD_ROWS_MULTIPLE = 64  # decoding pads the LM head's rows to this (see BartForConditionalGeneration.new_cache)
 
 
 def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
@@ -46,12 +47,14 @@ class KVCache:
     computed once per source and shared by its copies (beams), and its padding mask.
     Nothing changes shape or address and nothing is read back to the host, so one decode step can
     be captured as a CUDA graph and replayed (minibart.generate.DecodeStep).
+    `lm_head`: the LM head's weight as decoding uses it (see BartForConditionalGeneration.new_cache).
     """
     kv: Tensor
     cross_k: list[Tensor]
     cross_v: list[Tensor]
     memory_mask: Tensor | None  # bool [B, 1, 1, S], or None when the source has no padding
     pos: Tensor  # long [], on kv's device
+    lm_head: Tensor | None = None  # [V, D]; on CUDA [V rounded up to a multiple of 64, D]
 
     @property
     def max_len(self) -> int:
@@ -286,11 +289,21 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         return self.model.encoder(input_ids, attention_mask)
 
     def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int, copies: int = 1) -> KVCache:
-        return self.model.decoder.new_cache(memory, attention_mask, max_len, copies)
+        """The decoder's cache (BartDecoder.new_cache), and the LM head's weight in the decoding dtype; on
+        CUDA with zero rows up to a multiple of 64: with an odd vocabulary (BART's 50265) the logits'
+        rows are misaligned and cuBLAS falls back to slow generic kernels (results/bench/NOTES.md,
+        row 17). On CPU the padded copy only costs time and memory."""
+        cache = self.model.decoder.new_cache(memory, attention_mask, max_len, copies)
+        weight = self.lm_head.weight.to(cache.kv.dtype)
+        if weight.is_cuda:
+            weight = F.pad(weight, (0, 0, 0, -weight.size(0) % LM_HEAD_ROWS_MULTIPLE))
+        cache.lm_head = weight
+        return cache
 
     def decode(self, decoder_input_ids: Tensor, cache: KVCache) -> Tensor:
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
-        return self.logits(self.model.decoder(decoder_input_ids, cache=cache))
+        hidden = self.model.decoder(decoder_input_ids, cache=cache)
+        return F.linear(hidden, cache.lm_head)[..., :self.config.vocab_size] + self.final_logits_bias
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
         """See minibart.generate.generate."""
