@@ -2,7 +2,7 @@
 # Session 4's GPU job, in two device calls, for what session 3 left open in #6 and #7:
 #     python ../shared/tools/device_bundle.py .bundle          # fp16 MiniLM weights + the data
 #     PHASE=bench OUT=<folder> bash results/gpu_session4.sh        # then PHASE=paraphrase (SMOKE=1: a CPU dry run)
-#   device call: carry [".bundle/minilm", ".bundle/paraphrase", ".bundle/squad/train-v2.0.json.gz"], and tar $OUT
+#   device call: carry [".bundle/minilm", ".bundle/paraphrase", ".bundle/squad/train-v2.0-contexts.json.gz"], and tar $OUT
 #   into one file at the end (at most 8 files come back).
 # bench: on the quiet GPU, bench.py bart_beam (session 3's two-stage candidates and 8-byte-word reorder, and this
 #    session's padded LM head: rows 15-17 of NOTES.md), what each of them gave and other decode-step variants
@@ -58,10 +58,10 @@ fi
 [ "${BENCH_ALL:-0}" = 1 ] && bench all 120
 mkdir -p $D/squad $R
 cp -r .bundle/paraphrase $D/
-gunzip -c .bundle/squad/train-v2.0.json.gz > $D/squad/train-v2.0.json
+gunzip -c .bundle/squad/train-v2.0-contexts.json.gz > $D/squad/train-v2.0-contexts.json  # questions dropped
 # paraphrase: larger-batch denoising, then the blog's 2 epochs; 4 epochs on both directions beside it
 run paraphrase_denoise_b128 $(left) $para --model $M --epochs 2 --denoise-steps $DN --denoise-batch-size $DB \
-  --denoise-text $D/squad/train-v2.0.json &
+  --denoise-text $D/squad/train-v2.0-contexts.json &
 first=$!
 ck=$R/paraphrase_denoise_b128/denoise/checkpoint  # written (atomically) when the denoising stage ends
 while [ ! -f $ck/model.safetensors ] && [ "$(left)" -gt 0 ] && kill -0 $first 2> /dev/null; do sleep 2; done
