@@ -87,6 +87,22 @@ def test_cached_decoding_never_reads_stale_slots(model, batch, extra):
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
 
 
+@SETTINGS
+@given(batches())
+def test_decoding_with_the_lm_head_padded_as_on_cuda_gives_the_same_logits(model, batch):
+    """On CUDA new_cache pads the LM head's rows to a multiple of 64 (zero rows); decode slices them off
+    again, so the logits are those of the unpadded head, up to the GEMM's rounding (checked here on CPU in
+    float64, padding by hand)."""
+    ids, mask, dec = batch
+    with torch.no_grad():
+        caches = [model.new_cache(model.encode(ids, mask), mask, max_len=dec.size(1)) for _ in range(2)]
+        caches[1].lm_head = torch.nn.functional.pad(caches[1].lm_head, (0, 0, 0, -V % 64 or 64))
+        plain, padded = (model.decode(dec, cache) for cache in caches)
+    assert caches[1].lm_head.size(0) % 64 == 0 and caches[1].lm_head.size(0) > V
+    assert padded.shape == plain.shape == (*dec.shape, V)
+    assert torch.allclose(padded, plain, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype, head_dim", [(torch.float64, 8), (torch.bfloat16, 8), (torch.bfloat16, 3),
                                              (torch.float32, 5)])
 def test_cache_reorder_permutes_sequences_in_every_layer(dtype, head_dim):

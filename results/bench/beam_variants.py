@@ -4,9 +4,8 @@
 
 Each variant changes one thing for the whole call (and is undone after): one of rows 15-17 of
 NOTES.md undone (what it gave), the decoder's self-attention on the math path, or SDPA limited to
-some CUDA backends. Per
-variant: the median wall time of `--repeats` calls (after one warm-up), the ratio to HF's median, and
-whether its tokens are those of the default.
+some CUDA backends. Per variant: the median wall time of `--repeats` calls (after one warm-up), the
+ratio to HF's median, and whether its tokens are those of the default.
 """
 import argparse
 import contextlib
