@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 4's GPU job, in two device calls, for what session 3 left open in #6 and #7:
+# Session 4's GPU job, in two device calls, for what session 3 left open in #6 and #7. It ran once, as below (its
+# outputs: results/bench/gpu_h100_session4/ and results/paraphrase/gpu_h100_*b128*/, each with a RUN.md):
 #     python ../shared/tools/device_bundle.py .bundle          # fp16 MiniLM weights + the data
 #     PHASE=bench OUT=<folder> bash results/gpu_session4.sh        # then PHASE=paraphrase (SMOKE=1: a CPU dry run)
 #   device call: carry [".bundle/minilm", ".bundle/paraphrase", ".bundle/squad/train-v2.0-contexts.json.gz"], and tar $OUT
