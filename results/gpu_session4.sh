@@ -2,6 +2,9 @@
 # Session 4's GPU job, in two device calls, for what session 3 left open in #6 and #7. It ran once, as below (its
 # outputs: results/bench/gpu_h100_session4/ and results/paraphrase/gpu_h100_*b128*/, each with a RUN.md):
 #     python ../shared/tools/device_bundle.py .bundle          # fp16 MiniLM weights + the data
+#     python -c "import gzip, json; d = json.load(gzip.open('.bundle/squad/train-v2.0.json.gz')); \
+#       [p.update(qas=[]) for a in d['data'] for p in a['paragraphs']]; \
+#       json.dump(d, gzip.open('.bundle/squad/train-v2.0-contexts.json.gz', 'wt'))"   # contexts only: fits 64 MiB
 #     PHASE=bench OUT=<folder> bash results/gpu_session4.sh        # then PHASE=paraphrase (SMOKE=1: a CPU dry run)
 #   device call: carry [".bundle/minilm", ".bundle/paraphrase", ".bundle/squad/train-v2.0-contexts.json.gz"], and tar $OUT
 #   into one file at the end (at most 8 files come back).
