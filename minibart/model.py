@@ -281,8 +281,11 @@ class BartForConditionalGeneration(BartPreTrainedModel):
                                                    self.config.decoder_start_token_id)
         return self.logits(self.model(input_ids, attention_mask, decoder_input_ids))
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        return self.lm_head(hidden) + self.final_logits_bias
+    def logits(self, hidden: Tensor, weight: Tensor | None = None) -> Tensor:
+        """hidden [..., D] -> logits [..., V] through the LM head, or through `weight`, the head's weight as
+        decoding keeps it (KVCache.lm_head: maybe another dtype, maybe zero rows past V, which are dropped)."""
+        weight = self.lm_head.weight if weight is None else weight
+        return F.linear(hidden, weight)[..., :self.config.vocab_size] + self.final_logits_bias
 
     # the pieces generation uses: encode once, then decode step by step with a cache
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -302,8 +305,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
 
     def decode(self, decoder_input_ids: Tensor, cache: KVCache) -> Tensor:
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
-        hidden = self.model.decoder(decoder_input_ids, cache=cache)
-        return F.linear(hidden, cache.lm_head)[..., :self.config.vocab_size] + self.final_logits_bias
+        return self.logits(self.model.decoder(decoder_input_ids, cache=cache), cache.lm_head)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
         """See minibart.generate.generate."""

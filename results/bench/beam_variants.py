@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -48,17 +47,11 @@ def candidates_one_stage(log_probs, beam_scores, n, do_sample):
     return top, cand // V, cand % V
 
 
-@contextlib.contextmanager
-def decoder_self_attention(model, impl: str):
-    layers = [layer.self_attn for layer in model.model.decoder.layers]
-    old = [a.impl for a in layers]
-    for a in layers:
-        a.impl = impl
-    try:
-        yield
-    finally:
-        for a, o in zip(layers, old):
-            a.impl = o
+def decoder_self_attention(model, impl: str) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for layer in model.model.decoder.layers:
+        stack.enter_context(patched(layer.self_attn, "impl", impl))
+    return stack
 
 
 def main():
@@ -74,20 +67,9 @@ def main():
     case = bench.bart_beam(env)
     ours = made[0][0]
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
     def time_calls(fn):
         out = fn()  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times), out
+        return statistics.median(bench.timed(fn, env.device)[0] for _ in range(args.repeats)), out
 
     variants = {
         "default": contextlib.nullcontext,
