@@ -1,7 +1,7 @@
 """minibart: a from-scratch, readable BART (encoder-decoder, KV cache, beam search) that loads and saves
 Hugging Face checkpoints and warm-starts from BERT."""
 from .config import BartConfig
-from .generate import generate
+from .generation import generate
 from .model import BartDecoder, BartEncoder, BartForConditionalGeneration, BartModel, KVCache, seq2seq_loss
 
 __all__ = ["BartConfig", "BartDecoder", "BartEncoder", "BartForConditionalGeneration", "BartModel", "KVCache",

@@ -46,7 +46,7 @@ class KVCache:
     empty). Cross-attention: the encoder output's keys and values per layer, [B, H, S, Dh],
     computed once per source and shared by its copies (beams), and its padding mask.
     Nothing changes shape or address and nothing is read back to the host, so one decode step can
-    be captured as a CUDA graph and replayed (minibart.generate.DecodeStep).
+    be captured as a CUDA graph and replayed (minibart.generation.DecodeStep).
     `lm_head`: the LM head's weight as decoding uses it (see BartForConditionalGeneration.new_cache).
     """
     kv: Tensor
@@ -308,8 +308,8 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         return self.logits(self.model.decoder(decoder_input_ids, cache=cache), cache.lm_head)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
-        """See minibart.generate.generate."""
-        from .generate import generate
+        """See minibart.generation.generate."""
+        from .generation import generate
         return generate(self, input_ids, attention_mask, **kwargs)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""minibart.generate against transformers' generate: same token ids for the same weights and arguments."""
+"""minibart.generation against transformers' generate: same token ids for the same weights and arguments."""
 import types
 
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
-from minibart.generate import generate
+from minibart.generation import generate
 
 transformers = pytest.importorskip("transformers")
 
@@ -168,7 +168,7 @@ def test_generation_defaults_come_from_the_config(hf_dir, tmp_path):
 def test_two_stage_candidates_equal_one_top_k_over_all_continuations(seed, B, K, V, banned):
     """select_candidates (a top-2K per beam, then over the survivors) returns a top-2K over all K*V
     continuations, as transformers' single top-k does, with banned (-inf) tokens and placeholder beams."""
-    from minibart.generate import select_candidates
+    from minibart.generation import select_candidates
 
     g = torch.Generator().manual_seed(seed)
     log_probs = torch.randn(B, K, V, generator=g).log_softmax(-1)
@@ -193,7 +193,7 @@ def test_logits_processors_match_transformers(seed, k, p, keep, n, length):
     """Each processor gives HF's processor's scores (ties, min_tokens_to_keep, short sequences included)."""
     from transformers.generation import logits_process as lp
 
-    from minibart.generate import encoder_no_repeat_ngram, min_length, no_repeat_ngram, top_k_filter, top_p_filter
+    from minibart.generation import encoder_no_repeat_ngram, min_length, no_repeat_ngram, top_k_filter, top_p_filter
 
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(3, 12, generator=g).round(decimals=1)  # rounding makes ties

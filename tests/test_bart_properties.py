@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
 from minibart.model import KVCache
-from minibart.generate import DecodeStep, beam_search, greedy_or_sample, resolve_settings
+from minibart.generation import DecodeStep, beam_search, greedy_or_sample, resolve_settings
 
 
 V, PAD = 40, 1

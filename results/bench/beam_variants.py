@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench  # noqa: E402
 import minibart.model
 
-generation = importlib.import_module("minibart.generate")  # the module (the package exports a function of that name)
+generation = importlib.import_module("minibart.generation")  # the module (the package exports a function of that name)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 from beam_variants import candidates_one_stage, patched  # noqa: E402
 
-generation = importlib.import_module("minibart.generate")
+generation = importlib.import_module("minibart.generation")
 env = bench.Env(torch.device("cpu"), dtype="bf16", compile=False, cuda_graph=False, sizes=bench.SIZES["cpu"])
 case = bench.bart_beam(env)
 print(f"{case.shape}, CPU bf16 autocast: ours vs HF: {case.check}")

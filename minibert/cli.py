@@ -1,0 +1,63 @@
+"""What every command-line entry point shares: one error line for user mistakes, help that shows defaults.
+
+A user mistake (a bad flag, file, data field, checkpoint or setting) is a `UserError`. Entry points
+wrap their main() in `run`, which prints it as one line and exits non-zero, without a traceback:
+
+    error: <what> (<flag, file or field>, <value>): <what to do>
+
+`--debug` (or MINIBERT_DEBUG=1) shows the traceback instead. Any other exception is a bug and keeps
+its traceback.
+"""
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+_UNSET = object()
+
+
+class UserError(ValueError):
+    """A mistake the user can fix. `UserError(what, where, value, fix)` reads
+    "<what> (<where>, <value>): <fix>"; `UserError(message)` is taken as written."""
+
+    def __init__(self, what: str, where: str | None = None, value=_UNSET, fix: str | None = None):
+        culprit = [x for x in (where, None if value is _UNSET else repr(value)) if x is not None]
+        message = what + (f" ({', '.join(culprit)})" if culprit else "") + (f": {fix}" if fix else "")
+        super().__init__(message)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's layout and shows every default."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors, defaults in --help, and the --debug flag of `run`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
+    """Call main(argv); a UserError, or an OSError (disk full, permission denied), becomes one line on
+    stderr and exit status 1. Ctrl-C exits with status 130."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("MINIBERT_DEBUG", "") not in ("", "0")
+    try:
+        main(argv)
+    except (UserError, OSError) as e:
+        if debug:
+            raise
+        if isinstance(e, OSError) and e.filename:
+            e = f"{e.strerror or e} ({e.filename})"
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
