@@ -25,7 +25,7 @@ import torch
 from data.noising import bart_noise, word_start_table
 from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub,
                              load_local, normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
-from minibart import BartForConditionalGeneration, seq2seq_loss
+from minibart import BartForConditionalGeneration
 from minibert.checkpoint import load_tokenizer, read_config, resolve
 from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, finish_run, fit,
                                last_checkpoint, run_info, start_run, write_text)
@@ -167,7 +167,7 @@ def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: Run
 
 
 def loss_fn(m, b):
-    return seq2seq_loss(m(b["input_ids"], b["attention_mask"], labels=b["labels"]), b["labels"]), len(b["labels"])
+    return m(b["input_ids"], b["attention_mask"], labels=b["labels"], return_loss=True), len(b["labels"])
 
 
 def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[list[str]]) -> str:

@@ -2,7 +2,8 @@
 Hugging Face checkpoints and warm-starts from BERT."""
 from .config import BartConfig
 from .generation import generate
-from .model import BartDecoder, BartEncoder, BartForConditionalGeneration, BartModel, KVCache, seq2seq_loss
+from .loss import lm_head_loss, seq2seq_loss
+from .model import BartDecoder, BartEncoder, BartForConditionalGeneration, BartModel, KVCache
 
 __all__ = ["BartConfig", "BartDecoder", "BartEncoder", "BartForConditionalGeneration", "BartModel", "KVCache",
-           "generate", "seq2seq_loss"]
+           "generate", "lm_head_loss", "seq2seq_loss"]

@@ -18,9 +18,9 @@ from minibert.model import init_weights
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
+from .loss import lm_head_loss
 
 POSITION_OFFSET = 2  # BART's position table has 2 extra leading rows; position p uses row p + 2
-LM_HEAD_ROWS_MULTIPLE = 64  # decoding pads the LM head's rows to this (see BartForConditionalGeneration.new_cache)
 
 
 def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
@@ -30,9 +30,9 @@ def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-def seq2seq_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean token cross-entropy over labels != -100 (HF's loss): logits [B, T, V], labels [B, T]."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+def decoding_rows(vocab_size: int, device: torch.device) -> int:
+    """Rows of the LM head as decoding reads it: on CUDA the vocabulary rounded up to a multiple of 64."""
+    return vocab_size + (-vocab_size % 64 if device.type == "cuda" else 0)
 
 
 @dataclass
@@ -47,14 +47,12 @@ class KVCache:
     computed once per source and shared by its copies (beams), and its padding mask.
     Nothing changes shape or address and nothing is read back to the host, so one decode step can
     be captured as a CUDA graph and replayed (minibart.generation.DecodeStep).
-    `lm_head`: the LM head's weight as decoding uses it (see BartForConditionalGeneration.new_cache).
     """
     kv: Tensor
     cross_k: list[Tensor]
     cross_v: list[Tensor]
     memory_mask: Tensor | None  # bool [B, 1, 1, S], or None when the source has no padding
     pos: Tensor  # long [], on kv's device
-    lm_head: Tensor | None = None  # [V, D]; on CUDA [V rounded up to a multiple of 64, D]
 
     @property
     def max_len(self) -> int:
@@ -271,41 +269,54 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         self.init_weights()
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.shared.weight
+        self._decoding_head = None  # (key, weight): see decoding_head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                decoder_input_ids: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+                decoder_input_ids: Tensor | None = None, labels: Tensor | None = None,
+                return_loss: bool = False) -> Tensor:
         """-> logits [B, T, V]. With labels and no decoder_input_ids, the decoder reads the labels shifted
-        right (teacher forcing); the loss is `seq2seq_loss(logits, labels)`."""
+        right (teacher forcing). return_loss=True returns the loss against the labels instead of the logits:
+        the value of seq2seq_loss(logits, labels), computed without them (minibart.loss.lm_head_loss)."""
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
                                                    self.config.decoder_start_token_id)
-        return self.logits(self.model(input_ids, attention_mask, decoder_input_ids))
+        hidden = self.model(input_ids, attention_mask, decoder_input_ids)
+        if return_loss:
+            if labels is None:
+                raise ValueError("return_loss=True needs labels")
+            return lm_head_loss(hidden, self.lm_head.weight, self.final_logits_bias[0], labels)
+        return self.logits(hidden)
 
     def logits(self, hidden: Tensor, weight: Tensor | None = None) -> Tensor:
-        """hidden [..., D] -> logits [..., V] through the LM head, or through `weight`, the head's weight as
-        decoding keeps it (KVCache.lm_head: maybe another dtype, maybe zero rows past V, which are dropped)."""
+        """hidden [..., D] -> logits [..., V] through the LM head, or through `weight`, its decoding_head."""
         weight = self.lm_head.weight if weight is None else weight
         return F.linear(hidden, weight)[..., :self.config.vocab_size] + self.final_logits_bias
+
+    def decoding_head(self, dtype: torch.dtype) -> Tensor:
+        """The LM head's weight as decoding reads it, in `dtype`, with decoding_rows rows (zero rows past V, whose
+        logits `logits` drops). On CUDA the odd 50,265 rows of BART misalign the logits and cuBLAS falls back to a
+        slow kernel; with 50,304 rows the decode step's LM-head GEMM is 5x faster on an H100. A copy is made once per
+        weight version (an in-place update makes a new one), not per step."""
+        weight = self.lm_head.weight
+        rows = decoding_rows(weight.size(0), weight.device)
+        if rows == weight.size(0) and dtype == weight.dtype:
+            return weight
+        key = (dtype, rows, weight.device, weight.data_ptr(), weight._version)
+        if self._decoding_head is None or self._decoding_head[0] != key:
+            self._decoding_head = key, F.pad(weight.detach().to(dtype), (0, 0, 0, rows - weight.size(0)))
+        return self._decoding_head[1]
 
     # the pieces generation uses: encode once, then decode step by step with a cache
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.model.encoder(input_ids, attention_mask)
 
     def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int, copies: int = 1) -> KVCache:
-        """The decoder's cache (BartDecoder.new_cache), and the LM head's weight in the decoding dtype; on
-        CUDA with zero rows up to a multiple of 64: with an odd vocabulary (BART's 50265) the logits'
-        rows are misaligned and cuBLAS falls back to slow generic kernels (results/bench/NOTES.md,
-        row 17). On CPU the padded copy only costs time and memory."""
-        cache = self.model.decoder.new_cache(memory, attention_mask, max_len, copies)
-        weight = self.lm_head.weight.to(cache.kv.dtype)
-        if weight.is_cuda:
-            weight = F.pad(weight, (0, 0, 0, -weight.size(0) % LM_HEAD_ROWS_MULTIPLE))
-        cache.lm_head = weight
-        return cache
+        """See BartDecoder.new_cache."""
+        return self.model.decoder.new_cache(memory, attention_mask, max_len, copies)
 
     def decode(self, decoder_input_ids: Tensor, cache: KVCache) -> Tensor:
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
-        return self.logits(self.model.decoder(decoder_input_ids, cache=cache), cache.lm_head)
+        return self.logits(self.model.decoder(decoder_input_ids, cache=cache), self.decoding_head(cache.kv.dtype))
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
         """See minibart.generation.generate."""

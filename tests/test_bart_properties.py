@@ -1,5 +1,6 @@
 """Properties of minibart that hold for any weights and inputs (hypothesis)."""
 import dataclasses
+from unittest import mock
 
 import pytest
 import torch
@@ -90,15 +91,17 @@ def test_cached_decoding_never_reads_stale_slots(model, batch, extra):
 @SETTINGS
 @given(batches())
 def test_decoding_with_the_lm_head_padded_as_on_cuda_gives_the_same_logits(model, batch):
-    """On CUDA new_cache pads the LM head's rows to a multiple of 64 (zero rows); decode slices them off
-    again, so the logits are those of the unpadded head, up to the GEMM's rounding (checked here on CPU in
-    float64, padding by hand)."""
+    """On CUDA decoding reads the LM head with its rows padded to a multiple of 64 (zero rows, decoding_rows) and
+    slices the logits back to the vocabulary, so they are those of the unpadded head, up to the GEMM's rounding
+    (checked here on CPU in float64, padded as on CUDA)."""
     ids, mask, dec = batch
     with torch.no_grad():
         caches = [model.new_cache(model.encode(ids, mask), mask, max_len=dec.size(1)) for _ in range(2)]
-        caches[1].lm_head = torch.nn.functional.pad(caches[1].lm_head, (0, 0, 0, -V % 64 or 64))
-        plain, padded = (model.decode(dec, cache) for cache in caches)
-    assert caches[1].lm_head.size(0) % 64 == 0 and caches[1].lm_head.size(0) > V
+        plain = model.decode(dec, caches[0])
+        with mock.patch("minibart.model.decoding_rows", lambda rows, device: rows + (-rows % 64 or 64)):
+            padded = model.decode(dec, caches[1])
+            head = model.decoding_head(torch.float64)
+    assert head.size(0) % 64 == 0 and head.size(0) > V and not head[V:].any()
     assert padded.shape == plain.shape == (*dec.shape, V)
     assert torch.allclose(padded, plain, rtol=0, atol=1e-12)
 
