@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from minibert.attention import CrossAttention, SelfAttention, padding_mask
 from minibert.checkpoint import resolve
+from minibert.fused import Dropout, gelu_linear
 from minibert.model import init_weights
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
@@ -28,6 +29,23 @@ def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id
     shifted = labels.new_full(labels.shape, decoder_start_token_id)
     shifted[:, 1:] = labels[:, :-1]
     return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def handed_last(x: Tensor) -> Tensor:
+    """x itself, through an autograd node made now: when backward reaches it, autograd runs it after the nodes made
+    later that are ready at the same time (it runs the most recent first), so x's gradient through here is handed
+    on after theirs."""
+    return _Identity.apply(x)
+
+
+class _Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
 
 
 def decoding_rows(vocab_size: int, device: torch.device) -> int:
@@ -86,6 +104,11 @@ class KVCache:
             layer.copy_(layer.index_select(1, index))
 
 
+def ffn(layer: nn.Module, x: Tensor) -> Tensor:
+    """A layer's feed-forward block, fc2(dropout(GELU(fc1(x)))), keeping fc1's output but not GELU's for backward."""
+    return gelu_linear(layer.fc1(x), layer.fc2.weight, layer.fc2.bias, layer.activation_dropout, layer.training)
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, c: BartConfig):
         super().__init__()
@@ -94,11 +117,11 @@ class EncoderLayer(nn.Module):
         self.fc1 = nn.Linear(c.d_model, c.encoder_ffn_dim)
         self.fc2 = nn.Linear(c.encoder_ffn_dim, c.d_model)
         self.final_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.drop, self.act_drop = nn.Dropout(c.dropout), nn.Dropout(c.activation_dropout)
+        self.drop, self.activation_dropout = Dropout(c.dropout), c.activation_dropout
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         x = self.self_attn_layer_norm(x + self.drop(self.self_attn(x, mask)))
-        return self.final_layer_norm(x + self.drop(self.fc2(self.act_drop(F.gelu(self.fc1(x))))))
+        return self.final_layer_norm(x + self.drop(ffn(self, x)))
 
 
 class DecoderLayer(nn.Module):
@@ -112,7 +135,7 @@ class DecoderLayer(nn.Module):
         self.fc1 = nn.Linear(c.d_model, c.decoder_ffn_dim)
         self.fc2 = nn.Linear(c.decoder_ffn_dim, c.d_model)
         self.final_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.drop, self.act_drop = nn.Dropout(c.dropout), nn.Dropout(c.activation_dropout)
+        self.drop, self.activation_dropout = Dropout(c.dropout), c.activation_dropout
 
     def forward(self, x: Tensor, memory_k: Tensor, memory_v: Tensor, memory_mask: Tensor | None,
                 cache: KVCache | None = None, index: int = 0, positions: Tensor | None = None,
@@ -129,7 +152,7 @@ class DecoderLayer(nn.Module):
         # the copies (beams) of a source share its memory: fold them into the query length, [N, T, D] -> [B, N/B*T, D]
         h = self.encoder_attn(x.reshape(memory_k.size(0), -1, x.size(-1)), memory_k, memory_v, memory_mask)
         x = self.encoder_attn_layer_norm(x + self.drop(h.view_as(x)))
-        return self.final_layer_norm(x + self.drop(self.fc2(self.act_drop(F.gelu(self.fc1(x))))))
+        return self.final_layer_norm(x + self.drop(ffn(self, x)))
 
 
 class _Stack(nn.Module):
@@ -141,15 +164,17 @@ class _Stack(nn.Module):
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
         self.embed_positions = nn.Embedding(c.max_position_embeddings + POSITION_OFFSET, c.d_model)
         self.layernorm_embedding = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
 
     @property
     def max_positions(self) -> int:
         return self.embed_positions.num_embeddings - POSITION_OFFSET
 
-    def embed(self, input_ids: Tensor, positions: Tensor | None = None) -> Tensor:
-        """ids [B, T] at positions 0 .. T-1, or at `positions` [T] (a tensor: decoding) -> [B, T, D]."""
-        x = self.embed_tokens(input_ids) * self.embed_scale
+    def embed(self, input_ids: Tensor, positions: Tensor | None = None, sparse_grad: bool = False) -> Tensor:
+        """ids [B, T] at positions 0 .. T-1, or at `positions` [T] (a tensor: decoding) -> [B, T, D].
+        sparse_grad: the token embedding's gradient as sparse rows (see BartForConditionalGeneration.forward)."""
+        t = self.embed_tokens
+        x = F.embedding(input_ids, t.weight, t.padding_idx, sparse=sparse_grad) * self.embed_scale
         if positions is None:
             if input_ids.size(1) > self.max_positions:
                 raise ValueError(f"input of length {input_ids.size(1)} is longer than max_position_embeddings "
@@ -167,9 +192,9 @@ class BartEncoder(_Stack):
         super().__init__(c, embed_tokens)
         self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.encoder_layers))
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, sparse_grad: bool = False) -> Tensor:
         mask = padding_mask(attention_mask)  # [B, 1, 1, S] or None
-        x = self.embed(input_ids)
+        x = self.embed(input_ids, sparse_grad=sparse_grad)
         for layer in self.layers:
             x = layer(x, mask)
         return x
@@ -203,7 +228,7 @@ class BartDecoder(_Stack):
                        memory_mask=padding_mask(attention_mask), pos=pos)
 
     def forward(self, input_ids: Tensor, memory: Tensor | None = None, attention_mask: Tensor | None = None,
-                cache: KVCache | None = None) -> Tensor:
+                cache: KVCache | None = None, sparse_grad: bool = False) -> Tensor:
         if cache is None:
             if memory is None:
                 raise ValueError("BartDecoder needs the encoder output `memory` or a `cache`")
@@ -213,7 +238,7 @@ class BartDecoder(_Stack):
             cross, memory_mask = list(zip(cache.cross_k, cache.cross_v, strict=True)), cache.memory_mask
         positions = cache.positions(input_ids.size(1)) if cache is not None else None
         cache_mask = cache.mask(positions) if cache is not None else None  # the same for every layer
-        x = self.embed(input_ids, positions)
+        x = self.embed(input_ids, positions, sparse_grad)
         for i, (layer, (k, v)) in enumerate(zip(self.layers, cross, strict=True)):
             x = layer(x, k, v, memory_mask, cache, i, positions, cache_mask)
         if cache is not None:
@@ -247,12 +272,13 @@ class BartModel(BartPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                decoder_input_ids: Tensor | None = None) -> Tensor:
+                decoder_input_ids: Tensor | None = None, sparse_grad: bool = False) -> Tensor:
+        """sparse_grad: the token embeddings' gradients as sparse rows (see BartForConditionalGeneration.forward)."""
         if decoder_input_ids is None:  # BART's denoising default, as HF: the decoder reads the input shifted
             decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
                                                    self.config.decoder_start_token_id)
-        memory = self.encoder(input_ids, attention_mask)
-        return self.decoder(decoder_input_ids, memory, attention_mask)
+        memory = self.encoder(input_ids, attention_mask, sparse_grad)
+        return self.decoder(decoder_input_ids, memory, attention_mask, sparse_grad=sparse_grad)
 
 
 class BartForConditionalGeneration(BartPreTrainedModel):
@@ -280,12 +306,21 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
                                                    self.config.decoder_start_token_id)
-        hidden = self.model(input_ids, attention_mask, decoder_input_ids)
-        if return_loss:
-            if labels is None:
-                raise ValueError("return_loss=True needs labels")
-            return lm_head_loss(hidden, self.lm_head.weight, self.final_logits_bias[0], labels)
-        return self.logits(hidden)
+        if not return_loss:
+            return self.logits(self.model(input_ids, attention_mask, decoder_input_ids))
+        if labels is None:
+            raise ValueError("return_loss=True needs labels")
+        # The tied weight gets three gradients: the LM head's, dense [V, D], and the encoder's and decoder's token
+        # lookups', also dense [V, D] by default, each one a temporary as large as the weight. As sparse rows they
+        # cost nothing, if they are summed before the head's arrives (a dense gradient arriving first is copied
+        # once per sparse one): handed_last creates the head's gradient node before the lookups', which makes
+        # autograd run it after theirs. Not under torch.compile, which sums the gradients in its own graph.
+        weight = self.lm_head.weight
+        sparse = weight is self.model.shared.weight and torch.is_grad_enabled() and weight.requires_grad \
+            and not torch.compiler.is_compiling()
+        head = handed_last(weight) if sparse else weight  # before the lookups
+        hidden = self.model(input_ids, attention_mask, decoder_input_ids, sparse_grad=sparse)
+        return lm_head_loss(hidden, head, self.final_logits_bias[0], labels)
 
     def logits(self, hidden: Tensor, weight: Tensor | None = None) -> Tensor:
         """hidden [..., D] -> logits [..., V] through the LM head, or through `weight`, its decoding_head."""

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fused import attention_with_dropout
+
 
 def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
                        is_causal: bool = False, dropout_p: float = 0.0, impl: str = "sdpa") -> Tensor:
@@ -28,6 +30,10 @@ def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = No
         # SDPA's own is_causal aligns top-left and ignores Lk > Lq: spell the mask out instead
         causal = causal_mask(q.size(-2), k.size(-2), device=q.device)
         mask, is_causal = (causal if mask is None else mask & causal), False
+    if impl == "sdpa" and dropout_p > 0 and q.device.type == "cpu" and torch.is_grad_enabled():
+        # CPU SDPA has no fused kernel with dropout: its math path keeps 3 float copies of the probabilities
+        mask = causal_mask(q.size(-2), k.size(-2), device=q.device) if is_causal else mask
+        return attention_with_dropout(q, k, v, mask, dropout_p)
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # [B, H, Lq, Lk]

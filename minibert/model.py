@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .attention import SelfAttention, padding_mask
 from .checkpoint import PretrainedMixin, bert_from_hf, bert_to_hf
 from .config import BertConfig
+from .fused import Dropout, gelu_linear
 
 
 class BertEmbeddings(nn.Module):
@@ -21,7 +22,7 @@ class BertEmbeddings(nn.Module):
         self.position = nn.Embedding(c.max_position_embeddings, c.hidden_size)
         self.token_type = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.drop = nn.Dropout(c.hidden_dropout_prob)
+        self.drop = Dropout(c.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         L = input_ids.size(1)
@@ -42,7 +43,7 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(F.gelu(self.up(x)))
+        return gelu_linear(self.up(x), self.down.weight, self.down.bias)  # = self.down(F.gelu(self.up(x)))
 
 
 class BertLayer(nn.Module):
@@ -53,7 +54,7 @@ class BertLayer(nn.Module):
         self.attn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.ffn = FeedForward(c.hidden_size, c.intermediate_size)
         self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.drop = nn.Dropout(c.hidden_dropout_prob)
+        self.drop = Dropout(c.hidden_dropout_prob)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         x = self.attn_norm(x + self.drop(self.attn(x, mask)))
@@ -146,7 +147,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.bert = BertModel(config)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.drop = nn.Dropout(p)
+        self.drop = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
 

@@ -132,3 +132,20 @@ def test_decoding_head_is_made_once_per_weight_version():
         model.lm_head.weight.add_(1.0)
     second = model.decoding_head(torch.bfloat16)
     assert second is not first and torch.equal(second, model.lm_head.weight.to(torch.bfloat16))
+
+
+def test_the_tied_embedding_gradient_is_summed_without_weight_sized_temporaries():
+    """With return_loss the tied weight's gradient is the LM head's, with the token lookups' rows added into it in
+    place: the backward pass allocates no other tensor of the weight's size, and the gradient (dense, as the
+    optimizer needs it) equals the reference path's."""
+    model = BartForConditionalGeneration(BartConfig(**{**CONFIG, "vocab_size": 5003, "dropout": 0.0})).train()
+    weight = model.model.shared.weight
+    g = torch.Generator().manual_seed(0)
+    src, labels = torch.randint(3, 5003, (3, 9), generator=g), torch.randint(3, 5003, (3, 7), generator=g)
+    want = grads(seq2seq_loss(model(src, labels=labels), labels), weight)[0]
+    loss = model(src, labels=labels, return_loss=True)
+    with torch.profiler.profile(profile_memory=True) as prof:
+        loss.backward()
+    allocated = [e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.nbytes() > 0]
+    assert allocated and weight.numel() * weight.element_size() not in allocated
+    assert weight.grad.layout == torch.strided and (weight.grad - want).abs().max() <= 1e-5 * want.abs().max()
