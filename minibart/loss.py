@@ -57,15 +57,18 @@ class _LMHeadLoss(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):  # the dtypes are chosen above
             for i in range(0, h.size(0), rows):
                 part = slice(i, i + rows)
-                logits = (h[part] @ w.t()).to(exact)  # [rows, V]
+                logits = (h[part] @ w.t()).to(exact)  # [rows, V], the one chunk-sized tensor
                 if bias is not None:
                     logits += bias
-                lse = logits.logsumexp(-1, keepdim=True)  # [rows, 1]
-                total += ((lse - logits.gather(1, targets[part])) * keep[part, None]).sum()
+                target = logits.gather(1, targets[part])  # [rows, 1]
+                top = logits.amax(-1, keepdim=True)
+                g = logits.sub_(top).exp_()  # in place from here on
+                norm = g.sum(-1, keepdim=True)
+                total += ((top + norm.log() - target) * keep[part, None]).sum()  # log-sum-exp - target logit
                 if not grads:
                     continue
-                g = logits.sub_(lse).exp_()  # softmax, in place of the logits
-                g.scatter_add_(1, targets[part], torch.full_like(lse, -1.0))
+                g /= norm  # softmax
+                g.scatter_add_(1, targets[part], torch.full_like(norm, -1.0))
                 g *= row_scale[part]
                 if d_bias is not None:
                     d_bias += g.sum(0)

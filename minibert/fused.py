@@ -84,6 +84,7 @@ class _GeluLinear(torch.autograd.Function):
         a = _gelu_dropped(h, drop, ctx.p)  # [..., F], recomputed
         d_weight = (grad.flatten(0, -2).t() @ a.flatten(0, -2)).to(ctx.dtypes[0])
         d_bias = grad.flatten(0, -2).sum(0).to(ctx.dtypes[1]) if ctx.has_bias else None
+        del a  # before d_a, its like
         d_a = grad @ w
         if drop is not None:
             d_a = d_a.masked_fill_(drop, 0).mul_(1 / (1 - ctx.p))
