@@ -9,7 +9,7 @@ or whether beam search returned the same tokens).
 
     python bench.py                         # every workload; CUDA + bf16 when present, else CPU + fp32
     python bench.py --quick --threads 1     # tiny shapes, seconds: the CI smoke test
-    python bench.py --workloads bert_qa_train,bert_infer --repeats 7 --json results/bench/cpu.json
+    python bench.py --workloads bert_qa_train,bert_infer --repeats 7 --json path/to/bench.json
 
 Shapes depend on the device (`SIZES`): the issue's on CUDA; base width but 2 layers and smaller
 batches on CPU; tiny with --quick. The table names the shape each row ran.

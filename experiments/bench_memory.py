@@ -1,12 +1,13 @@
 """What one call of a bench.py workload holds in memory at its peak, ours beside transformers'.
 
-bench.py reports the growth of the resident set (what the OS sees, allocator caching included). This
-counts tensors instead: the PyTorch profiler records every allocation and free of one call, and the
-peak is the largest sum of live tensor bytes allocated during the call (weights, optimizer state and
-inputs made before it are not counted). The tensors live at that moment are grouped by the operator
-that made them, forward or backward, with their shapes.
+On CPU bench.py reports the growth of the resident set (what the OS sees, allocator caching included).
+This counts tensors instead, as bench.py's CUDA figure does: the PyTorch profiler records every
+allocation and free of one call, and the peak is the largest sum of live tensor bytes allocated during
+the call on the device (weights, optimizer state and inputs made before it are not counted). The
+tensors live at that moment are grouped by the operator that made them, forward or backward, with
+their shapes.
 
-    python -m experiments.bench_memory bert_qa_train             # base width, 2 layers (bench's CPU shapes)
+    python -m experiments.bench_memory bert_qa_train             # CUDA (bench's CUDA shapes, bf16), else CPU
     python -m experiments.bench_memory bart_train --quick --top 5
 """
 import argparse
@@ -19,18 +20,21 @@ from torch.profiler import ProfilerActivity, profile
 import bench
 
 
-def allocations(fn) -> list[tuple[int, int, int, str]]:
-    """Run fn once under the profiler -> [(time ns, bytes (+ allocated, - freed), address, maker)], in time
-    order. The maker names the operator the allocation happened in and its input shapes, prefixed with
+def allocations(fn, device: torch.device) -> list[tuple[int, int, int, str]]:
+    """Run fn once under the profiler -> [(time ns, bytes (+ allocated, - freed), address, maker)] on `device`, in
+    time order. The maker names the operator the allocation happened in and its input shapes, prefixed with
     the autograd node when it happened in backward."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True) as prof:
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] * (device.type == "cuda"))]
+    with profile(activities=activities, profile_memory=True, record_shapes=True) as prof:
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     events = []
 
     def walk(nodes, backward):
         for e in nodes:
             node = e.name.split(": ", 1)[1] if e.name.startswith("autograd::engine::evaluate_function: ") else backward
-            if e.typed[0] == _EventType.Allocation:
+            if e.typed[0] == _EventType.Allocation and e.typed[1].device.type == device.type:
                 alloc = e.typed[1]
                 maker = outermost_op(e)
                 events.append((e.start_time_ns, alloc.alloc_size, alloc.ptr,
@@ -86,15 +90,17 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     import transformers
     transformers.logging.set_verbosity_error()
-    env = bench.Env(torch.device("cpu"), "fp32", compile=False, cuda_graph=False,
-                    sizes=bench.SIZES["quick" if args.quick else "cpu"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    env = bench.Env(device, "bf16" if cuda else "fp32", compile=False, cuda_graph=cuda,
+                    sizes=bench.SIZES["quick" if args.quick else device.type])
     torch.manual_seed(0)
     case = bench.WORKLOADS[args.workload](env)
     result = {}
     for who in ("ours", "hf"):
         fn = getattr(case, who)
         fn()  # warm-up: optimizer state and lazily built buffers exist before the measured call
-        best, by_maker = peak(allocations(fn))
+        best, by_maker = peak(allocations(fn, device))
         result[who] = best / 2**20
         print(f"{who}: peak {best / 2**20:.1f} MiB of tensors made during one call of {case.workload} ({case.shape})")
         for maker, size in sorted(by_maker.items(), key=lambda kv: -kv[1])[:args.top]:

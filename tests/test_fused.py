@@ -110,3 +110,18 @@ def test_cpu_sdpa_in_training_attends_with_dropout_as_sdpa_would_in_expectation(
     draws = torch.stack([scaled_dot_product(q, k, v, is_causal=True, dropout_p=0.5) for _ in range(4000)])
     assert draws.grad_fn is not None and (draws.mean(0) - exact).abs().max() < 0.1
     assert not torch.allclose(draws[0], exact)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gelu_linear_on_cuda_under_bf16_autocast_matches_autocast_linear():
+    g = torch.Generator().manual_seed(0)
+    h, weight, bias = (torch.randn(*shape, generator=g).cuda().requires_grad_()
+                       for shape in ((4, 9, 32), (16, 32), (16,)))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = gelu_linear(h.bfloat16(), weight, bias)
+        want = F.linear(F.gelu(h.bfloat16()), weight, bias)
+    assert out.dtype == want.dtype == torch.bfloat16 and (out.float() - want.float()).abs().max() <= 1e-2
+    upstream = torch.randn_like(out)
+    for a, b in zip(grads(out, upstream, h, weight, bias), grads(want, upstream, h, weight, bias)):
+        assert a.dtype == b.dtype == torch.float32
+        assert (a - b).abs().max() <= 1e-2 * b.abs().max()

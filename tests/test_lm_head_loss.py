@@ -149,3 +149,27 @@ def test_the_tied_embedding_gradient_is_summed_without_weight_sized_temporaries(
     allocated = [e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.nbytes() > 0]
     assert allocated and weight.numel() * weight.element_size() not in allocated
     assert weight.grad.layout == torch.strided and (weight.grad - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_loss_matches_the_reference_in_fp32_and_bf16_and_decoding_pads_the_head():
+    """On CUDA: lm_head_loss within float rounding of the reference in fp32 (no TF32) and within bf16 rounding
+    under bf16 autocast, one chunk or several; decoding reads a head of 64-row multiples whose extra rows are 0."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        hidden, weight, bias, labels = (t.detach().cuda().requires_grad_(t.requires_grad)
+                                        for t in head_inputs(torch.float32, N=300, D=64, V=1001))
+        for rows, autocast, tol in [(None, False, 1e-5), (64, False, 1e-5), (None, True, 2e-2), (64, True, 2e-2)]:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                want = seq2seq_loss((F.linear(hidden, weight) + bias)[None], labels[None])
+                got = lm_head_loss(hidden, weight, bias, labels, chunk_rows=rows)
+            assert torch.allclose(got, want, rtol=tol / 10, atol=0), (rows, autocast)
+            for a, b in zip(grads(got, hidden, weight, bias), grads(want, hidden, weight, bias)):
+                assert (a - b).abs().max() <= tol * b.abs().max(), (rows, autocast)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    model = BartForConditionalGeneration(BartConfig(**CONFIG)).cuda()
+    head = model.decoding_head(torch.bfloat16)
+    assert head.shape == (64, CONFIG["d_model"]) and not head[CONFIG["vocab_size"]:].any()
+    assert model.decoding_head(torch.bfloat16) is head

@@ -1,27 +1,22 @@
 """bench.py's bart_beam call of ours under variants of the decode step, against HF, in one process.
 
-    python results/bench/beam_variants.py       # CUDA (bf16, the issue's shape), else CPU (--quick shape)
+    python -m experiments.bench_beam_variants      # CUDA (bf16, bench's CUDA shape), else CPU (bench's --quick shape)
 
 Each variant changes one thing for the whole call (and is undone after): one of rows 15-17 of
-NOTES.md undone (what it gave), the decoder's self-attention on the math path, or SDPA limited to
-some CUDA backends. Per variant: the median wall time of `--repeats` calls (after one warm-up), the
-ratio to HF's median, and whether its tokens are those of the default.
+results/bench/NOTES.md undone (what it gave), the decoder's self-attention on the math path, or SDPA
+limited to some CUDA backends. Per variant: the median wall time of `--repeats` calls (after one
+warm-up), the ratio to HF's median, and whether its tokens are those of the default.
 """
 import argparse
 import contextlib
-import importlib
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import bench  # noqa: E402
+import bench
+import minibart.generation as generation
 import minibart.model
-
-generation = importlib.import_module("minibart.generation")  # the module (the package exports a function of that name)
 
 
 @contextlib.contextmanager
@@ -54,10 +49,10 @@ def decoder_self_attention(model, impl: str) -> contextlib.ExitStack:
     return stack
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=7)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     env = bench.Env(torch.device("cuda" if cuda else "cpu"), dtype="bf16" if cuda else "fp32", compile=False,
                     cuda_graph=cuda, sizes=bench.SIZES["cuda" if cuda else "quick"])
@@ -73,7 +68,7 @@ def main():
 
     variants = {
         "default": contextlib.nullcontext,
-        "LM head unpadded (before row 17)": lambda: patched(minibart.model, "LM_HEAD_ROWS_MULTIPLE", 1),
+        "LM head unpadded (before row 17)": lambda: patched(minibart.model, "decoding_rows", lambda rows, device: rows),
         "reorder by elements (before row 16)": lambda: patched(minibart.model.KVCache, "reorder", reorder_elementwise),
         "candidates in one stage (before row 15)": lambda: patched(generation, "select_candidates",
                                                                    candidates_one_stage),
