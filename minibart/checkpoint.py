@@ -106,7 +106,8 @@ class BartPretrainedMixin(PretrainedMixin):
 
     @classmethod
     def read_hf_config(cls, folder: Path) -> BartConfig:
-        return BartConfig.from_hf_dict(read_config(folder), read_config(folder, "generation_config.json", False))
+        return BartConfig.from_hf_dict(read_config(folder), read_config(folder, "generation_config.json", False),
+                                       source=str(Path(folder) / "config.json"))
 
     def from_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         return bart_from_hf(state_dict, self.config.tie_word_embeddings)
@@ -181,7 +182,7 @@ def bert_to_bart_state(bert: dict[str, Tensor], n_layers: int) -> dict[str, Tens
 
 def bart_from_bert(folder: Path) -> tuple[BartConfig, dict[str, Tensor]]:
     """A BERT checkpoint folder -> (BartConfig, our BART state dict) for the warm start."""
-    bert_config = BertConfig.from_hf_dict(read_config(folder))
+    bert_config = BertConfig.from_hf_dict(read_config(folder), source=str(Path(folder) / "config.json"))
     tok = load_tokenizer(folder)
     ids = {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
     if None in ids.values():
