@@ -149,8 +149,8 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
     """Copy `state` (our key names) into `model`, casting to the parameters' dtype.
 
     The checkpoint may hold the base model bare ("embeddings...") or prefixed ("bert.embeddings...").
-    Weights of other task heads are dropped with a note; this model's own head, when absent, keeps its
-    fresh initialization (reported, as HF does); anything else missing, unexpected or of the wrong
+    Weights of heads this model lacks are dropped (a QA model ignores a classifier's pooler and head); this
+    model's own heads, when absent, keep their fresh initialization (reported, as HF does); anything else missing, unexpected or of the wrong
     shape is an error naming the keys (a missing one by our name and by the HF name it maps from).
     """
     expected = model.state_dict()
