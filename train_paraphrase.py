@@ -73,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                             ">= 1"),
                            ("--max-eval", args.max_eval is None or args.max_eval >= 1, ">= 1"),
                            ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1"),
-                           ("--max-pair-bleu", args.max_pair_bleu is None or 0 < args.max_pair_bleu <= 100, "in (0, 100]")]:
+                           ("--max-pair-bleu", args.max_pair_bleu is None or 0 < args.max_pair_bleu <= 100,
+                            "in (0, 100]")]:
         if not ok:
             p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
     if args.eval_only and (args.denoise_steps or args.resume):

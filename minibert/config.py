@@ -107,7 +107,8 @@ class BertConfig:
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json") -> "BertConfig":
         """config.json's dict -> BertConfig; errors name `source` (the file's path), the field and the value."""
-        for name, supported in (("model_type", "bert"), ("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
+        supported_values = (("model_type", "bert"), ("hidden_act", "gelu"), ("position_embedding_type", "absolute"))
+        for name, supported in supported_values:
             if d.get(name, supported) != supported:
                 raise UserError("unsupported config value", f"{source}: {name}", d[name],
                                 f"BertConfig supports only {supported!r}")

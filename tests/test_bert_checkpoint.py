@@ -111,7 +111,7 @@ def test_minilm_round_trip_is_lossless(tmp_path):
 
 def fresh_in_warning(caplog) -> set[str]:
     """The weight names that warnings of the load report as freshly initialized."""
-    text = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "fresh" in r.getMessage())
+    text = " ".join(m for m in (r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING) if "fresh" in m)
     return set(re.findall(r"[\w.]+\.(?:weight|bias)", text))
 
 
@@ -121,7 +121,8 @@ QA_HEAD, CLASSIFIER, POOLER = ({f"{m}.weight", f"{m}.bias"} for m in ("qa_output
 @pytest.mark.parametrize("saved,cls,fresh", [  # what transformers saved, what we load it into, what is new
     ("BertModel", BertModel, set()), ("BertModel", BertForQuestionAnswering, QA_HEAD),
     ("BertModel", BertForSequenceClassification, CLASSIFIER),
-    ("BertModel-no-pooler", BertModel, set()), ("BertModel-no-pooler", BertForSequenceClassification, POOLER | CLASSIFIER),
+    ("BertModel-no-pooler", BertModel, set()),
+    ("BertModel-no-pooler", BertForSequenceClassification, POOLER | CLASSIFIER),
     ("BertForQuestionAnswering", BertModel, set()),
     ("BertForQuestionAnswering", BertForSequenceClassification, POOLER | CLASSIFIER),
     ("BertForSequenceClassification", BertForQuestionAnswering, QA_HEAD),

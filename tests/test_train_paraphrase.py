@@ -100,7 +100,8 @@ def test_max_pair_bleu_drops_near_copies_from_training_only(data_dir):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--num-return-sequences", "5", "--num-beams", "4"], "--num-return-sequences: expected at most num_beams (4), got 5"),
+    (["--num-return-sequences", "5", "--num-beams", "4"],
+     "--num-return-sequences: expected at most num_beams (4), got 5"),
     (["--max-eval", "0"], "--max-eval: expected a value >= 1, got 0"),
     (["--denoise-steps", "-1"], "--denoise-steps: expected a value >= 0"),
     (["--max-seq-length", "2"], "--max-seq-length: expected a value >= 3"),
