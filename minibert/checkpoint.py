@@ -150,8 +150,9 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
 
     The checkpoint may hold the base model bare ("embeddings...") or prefixed ("bert.embeddings...").
     Weights of heads this model lacks are dropped (a QA model ignores a classifier's pooler and head); this
-    model's own heads, when absent, keep their fresh initialization (reported, as HF does); anything else missing, unexpected or of the wrong
-    shape is an error naming the keys (a missing one by our name and by the HF name it maps from).
+    model's own heads, when absent, keep their fresh initialization (reported, as HF does); anything else
+    missing, unexpected or of the wrong shape is an error naming the keys (a missing one by our name and by
+    the HF name it maps from).
     """
     expected = model.state_dict()
     matched, unexpected = {}, []
