@@ -330,7 +330,7 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     if (folder / "tokenizer.json").exists():
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     elif (folder / "vocab.txt").exists():
-        cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").exists() else {}
+        cfg = read_config(folder, "tokenizer_config.json", required=False)
         tok = Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.get("do_lower_case", True))
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
