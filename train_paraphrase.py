@@ -26,7 +26,10 @@ from data.noising import bart_noise, word_start_table
 from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub,
                              load_local, normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
 from minibart import BartForConditionalGeneration, seq2seq_loss
+from minibart.generation import check_generation_args
 from minibert.checkpoint import load_tokenizer, read_config, resolve
+from minibert.cli import UserError
+from minibert.config import InvalidValue
 from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, finish_run, fit,
                                last_checkpoint, run_info, start_run, write_text)
 
@@ -70,19 +73,38 @@ def parse_args(argv=None) -> argparse.Namespace:
                             ">= 1"),
                            ("--max-eval", args.max_eval is None or args.max_eval >= 1, ">= 1"),
                            ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1"),
-                           ("--no-repeat-ngram-size", args.no_repeat_ngram_size >= 0, ">= 0"),
-                           ("--max-pair-bleu", args.max_pair_bleu is None or 0 < args.max_pair_bleu <= 100, "in (0, 100]"),
-                           ("--encoder-no-repeat-ngram-size", args.encoder_no_repeat_ngram_size >= 0, ">= 0")]:
+                           ("--max-pair-bleu", args.max_pair_bleu is None or 0 < args.max_pair_bleu <= 100,
+                            "in (0, 100]")]:
         if not ok:
             p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
     if args.eval_only and (args.denoise_steps or args.resume):
         p.error("argument --eval-only: trains nothing, so --denoise-steps and --resume do not apply")
-    if args.num_return_sequences > args.num_beams:
-        p.error(f"argument --num-return-sequences: expected at most --num-beams ({args.num_beams}), "
-                f"got {args.num_return_sequences}")
+    try:
+        check_generation_flags(args)
+    except UserError as e:
+        p.error(str(e))
     args.denoise_lr = args.denoise_lr or args.lr  # the denoising stage's defaults, resolved once
     args.denoise_batch_size = args.denoise_batch_size or args.batch_size
     return args
+
+
+def generation_settings(args) -> dict[str, dict]:
+    """generate()'s arguments for the samples: by beam search (every beam returned) and by the blog's sampling."""
+    common = dict(num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                  encoder_no_repeat_ngram_size=args.encoder_no_repeat_ngram_size, max_length=args.max_length)
+    return {"beam": {**common, "num_return_sequences": args.num_beams},
+            "sampled": {**common, "do_sample": True, "top_k": args.top_k, "top_p": args.top_p,
+                        "num_return_sequences": args.num_return_sequences}}
+
+
+def check_generation_flags(args, config=None) -> None:
+    """The generation flags as generate() will check them (with the model's config: also against its positions);
+    a bad one is a UserError naming the flag."""
+    for kw in generation_settings(args).values():
+        try:
+            check_generation_args(config, **kw)
+        except InvalidValue as e:
+            raise UserError(f"argument --{e.name.replace('_', '-')}: expected {e.valid}, got {e.value}") from None
 
 
 def load_model(name: str) -> BartForConditionalGeneration:
@@ -215,9 +237,7 @@ def main(argv=None) -> dict:
     train, held, data_source = load_pairs(args)
     tok = load_tokenizer(args.model)
     model = load_model(args.model)
-    c = model.config
-    c.num_beams, c.no_repeat_ngram_size, c.max_length = args.num_beams, args.no_repeat_ngram_size, args.max_length
-    c.encoder_no_repeat_ngram_size = args.encoder_no_repeat_ngram_size
+    check_generation_flags(args, model.config)  # before any training: --max-length within the model's positions
     log.print(f"paraphrase: {len(train)} training pairs (deduplicated, copies dropped), {len(held)} held out "
               f"| {data_source}")
 
@@ -229,10 +249,10 @@ def main(argv=None) -> dict:
 
     t_eval = time.perf_counter()
     sources, refs = [p.source for p in held], [p.target for p in held]
-    beams = generate_texts(model, tok, sources, args, device, num_return_sequences=args.num_beams)
+    settings = generation_settings(args)
+    beams = generate_texts(model, tok, sources, args, device, **settings["beam"])
     torch.manual_seed(args.seed)
-    sampled = generate_texts(model, tok, sources, args, device, do_sample=True, top_k=args.top_k, top_p=args.top_p,
-                             num_return_sequences=args.num_return_sequences)
+    sampled = generate_texts(model, tok, sources, args, device, **settings["sampled"])
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
     outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
                "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],
