@@ -7,11 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.classification import matthews_corrcoef
+from data.classification import classify, matthews_corrcoef
 from data.cola import Example, collate, load_hub, load_raw, read_tsv, train_val_split
 from data.tokens import encode
 from minibert.cli import UserError
-from minibert import load_tokenizer
+from minibert import BertForSequenceClassification, load_tokenizer
 
 QUOTED = 'He said "I will go" and left.'
 LEADING_QUOTE = '"Go home," she said.'
@@ -172,6 +172,10 @@ def test_train_cola_smoke_and_resume(tmp_path, tiny_bert_dir):
     assert samples.count("\n| ") == 6 and "probability" in samples  # header + 5 rows
     ckpt = out / "checkpoint"
     assert {"config.json", "model.safetensors", "tokenizer.json", "training_state.pt"} <= {p.name for p in ckpt.iterdir()}
+    model = BertForSequenceClassification.from_pretrained(ckpt)
+    sentences = [e.sentence for e in read_tsv(data / "out_of_domain_dev.tsv")]
+    probs = classify(model, load_tokenizer(ckpt), sentences, max_length=64, batch_size=5)
+    assert probs.argmax(-1).tolist() == pred  # the library predicts what the evaluation predicted
 
     m2 = train_cola.main(common + ["--resume", "--pad-to-max"])  # 5 steps per epoch, 2 epochs
     assert m2["steps"] == 10 and [h["epoch"] for h in m2["epochs"]] == [1, 2]
