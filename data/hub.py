@@ -39,12 +39,12 @@ def load_dataset(instead: str, *args, **kwargs):
     """`datasets.load_dataset(*args, **kwargs)`; when the Hub cannot be reached (or, offline, the
     data set is not in the cache), a UserError naming the data set whose fix is `instead`."""
     name = " ".join(str(a) for a in args if a is not None)
-    fix = f"{instead}, or connect to the network (HF_HUB_OFFLINE=1 uses a copy in the datasets cache)"
     if not offline() and not hub_reachable():
-        raise UserError(f"cannot reach the Hugging Face Hub to load {name}", hub_endpoint(), fix=fix)
+        raise UserError(f"cannot reach the Hugging Face Hub to load {name}", hub_endpoint(),
+                        fix=f"{instead}; HF_HUB_OFFLINE=1 uses a copy in the datasets cache if there is one")
     import datasets  # only here: the scripts run without it when given local files
 
     try:
         return datasets.load_dataset(*args, **kwargs)
-    except ConnectionError as e:  # offline and not cached, or the network went away
-        raise UserError(f"cannot load {name} from the Hugging Face Hub ({e})", fix=fix) from None
+    except ConnectionError as e:  # offline and not in the cache, or the network went away
+        raise UserError(f"cannot load {name} from the Hugging Face Hub ({e})", fix=instead) from None

@@ -67,7 +67,8 @@ def test_quora_csv_quoting_and_duplicate_filter(tmp_path):
      r"\(.*bad\.tsv, line 2, column 'Quality', '2'\)"),
     (read_quora, 'id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n0\t1\t2\t"a" b\tc\t1\n',
      r"malformed TSV .*\(.*bad\.tsv, line 2\)"),  # a stray quote is an error, not a silently merged field
-    (read_paws, b"id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\t\xff\tb\t1\n", r"not UTF-8 text \(.*bad\.tsv, line 3"),
+    (read_paws, b"id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\t\xff\tb\t1\n",
+     r"not UTF-8 text \(.*bad\.tsv, line 3"),
 ])
 def test_bad_files_name_file_line_and_column(tmp_path, reader, text, message):
     path = tmp_path / "bad.tsv"

@@ -49,7 +49,8 @@ def test_tsv_and_jsonl(tmp_path):
     ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n', r"not valid JSON .*\(.*t\.jsonl, line 2\)"),
     ("t.jsonl", '["a", 1]\n', r"expected a JSON object, got list \(.*t\.jsonl, line 1\)"),
     ("t.csv", "", r"no header row \(.*t\.csv\)"),
-    ("t.csv", b"text,label\nok,1\ncaf\xe9,1\n", r"not UTF-8 text \(.*t\.csv, line 3, b'\\xe9'\): save the file as UTF-8"),
+    ("t.csv", b"text,label\nok,1\ncaf\xe9,1\n",
+     r"not UTF-8 text \(.*t\.csv, line 3, b'\\xe9'\): save the file as UTF-8"),
 ])
 def test_table_errors_name_file_and_line(tmp_path, name, content, message):
     with pytest.raises(UserError, match=message):
@@ -127,7 +128,8 @@ def squad_rows():
              "answers": {"text": ["Paris", "Paris"], "answer_start": [0, 0]}},
             {"id": "b", "title": "t", "context": CONTEXT, "question": "Of what?",
              "answers": {"text": ["France"], "answer_start": [24]}},
-            {"id": "c", "title": "t", "context": CONTEXT, "question": "Mars?", "answers": {"text": [], "answer_start": []}}]
+            {"id": "c", "title": "t", "context": CONTEXT, "question": "Mars?",
+             "answers": {"text": [], "answer_start": []}}]
 
 
 def as_jsonl(path, rows):
@@ -136,8 +138,7 @@ def as_jsonl(path, rows):
 
 def as_official(path, rows):
     qas = [{"id": r["id"], "question": r["question"], "is_impossible": not r["answers"]["text"],
-            "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}
-           for r in rows]
+            "answers": [{"text": t, "answer_start": s} for t, s in zip(*r["answers"].values())]} for r in rows]
     return write(path, json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
         {"context": CONTEXT, "qas": qas}]}]}))
 
@@ -259,5 +260,6 @@ def test_quora_comes_from_a_parquet_copy(monkeypatch):
     rows = [{"sentence1": "How do I learn Python ?", "sentence2": "What is the best way to learn Python?", "label": 1},
             {"sentence1": "Is it red?", "sentence2": "Is it blue?", "label": 0}]
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or rows)
-    assert load_paraphrase_hub("quora", "train") == [Pair("How do I learn Python?", "What is the best way to learn Python?")]
+    pairs = load_paraphrase_hub("quora", "train")
+    assert pairs == [Pair("How do I learn Python?", "What is the best way to learn Python?")]
     assert calls == [(("sentence-transformers/quora-duplicates", "pair-class"), {"split": "train"})]
