@@ -189,7 +189,8 @@ def featurize(examples: list[SquadExample], tokenizer, max_seq_length: int = 384
                          "(use minibert.checkpoint.load_tokenizer)")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
-        raise ValueError("featurize: the tokenizer has no [CLS] / [SEP] token (a BERT WordPiece tokenizer is expected)")
+        raise UserError("the tokenizer has no [CLS] or [SEP] token", "tokenizer",
+                        fix="SQuAD needs a BERT checkpoint's WordPiece tokenizer")
     contexts = list(dict.fromkeys(e.context for e in examples))
     encoded = {c: (np.array(enc.ids, dtype=np.int64), np.array(enc.offsets, dtype=np.int64).reshape(-1, 2))
                for c, enc in zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False))}

@@ -181,12 +181,6 @@ def test_squad_duplicate_ids_and_malformed_lines(tmp_path):
     del rows[1]["answers"]
     with pytest.raises(UserError, match=r"missing column 'answers' \(.*dev\.jsonl, line 2\)"):
         read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
-    with pytest.raises(UserError, match=r"no questions \(.*empty\.jsonl\)"):
-        read_squad_file(write(tmp_path / "empty.jsonl", "\n"))
-    with pytest.raises(UserError, match=r"unknown SQuAD file format \(.*dev\.csv, '\.csv'\)"):
-        read_squad_file(write(tmp_path / "dev.csv", "id,context\n"))
-    with pytest.raises(UserError, match=r"not UTF-8 text \(.*bad\.json, line 2"):
-        read_squad_file(write(tmp_path / "bad.json", b'{"data":\n "\xff"}'))
 
 
 @pytest.mark.parametrize("kwargs, name, value", [
@@ -200,13 +194,17 @@ def test_featurize_checks_its_lengths(kwargs, name, value):
         featurize([ex], load_tokenizer("minilm"), **kwargs)
 
 
-def test_denoise_text_errors_name_the_file(tmp_path):
-    with pytest.raises(UserError, match=r"not valid JSON .*\(.*ctx\.json, line 1\)"):
-        read_squad_contexts(write(tmp_path / "ctx.json", "{oops"))
-    with pytest.raises(UserError, match=r"not SQuAD JSON.*\(.*ctx\.json\)"):
-        read_squad_contexts(write(tmp_path / "ctx.json", '{"data": [{"title": "no paragraphs"}]}'))
-    with pytest.raises(UserError, match=r"not UTF-8 text \(.*ctx\.json, line 1"):
-        read_squad_contexts(write(tmp_path / "ctx.json", b'{"data": "\xff"}'))
+@pytest.mark.parametrize("read, name, content, message", [
+    (read_squad_file, "empty.jsonl", "\n", r"no questions \(.*empty\.jsonl\)"),
+    (read_squad_file, "dev.csv", "id,context\n", r"unknown SQuAD file format \(.*dev\.csv, '\.csv'\)"),
+    (read_squad_file, "bad.json", b'{"data":\n "\xff"}', r"not UTF-8 text \(.*bad\.json, line 2"),
+    (read_squad_contexts, "ctx.json", "{oops", r"not valid JSON .*\(.*ctx\.json, line 1\)"),  # --denoise-text
+    (read_squad_contexts, "ctx.json", '{"data": [{"title": "no paragraphs"}]}', r"not SQuAD JSON.*\(.*ctx\.json\)"),
+    (read_squad_contexts, "ctx.json", b'{"data": "\xff"}', r"not UTF-8 text \(.*ctx\.json, line 1"),
+])
+def test_squad_file_errors_name_the_file(tmp_path, read, name, content, message):
+    with pytest.raises(UserError, match=message):
+        read(write(tmp_path / name, content))
 
 
 # ----------------------------------------------------------------------------- the Hub
