@@ -216,7 +216,7 @@ def main(argv=None) -> dict:
     beams = paraphrase(model, tok, sources, **run, num_return_sequences=args.num_beams)
     torch.manual_seed(args.seed)
     sampled = paraphrase(model, tok, sources, **run, do_sample=True, top_k=args.top_k, top_p=args.top_p,
-                             num_return_sequences=args.num_return_sequences)
+                         num_return_sequences=args.num_return_sequences)
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
     outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
                "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],

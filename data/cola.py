@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from data.files import read_text, where
-from data.hub import load_dataset
+from data.hub import load_hub_dataset
 from data.tokens import pad_batch
 from minibert.cli import UserError
 
@@ -62,9 +62,9 @@ def load_raw(data_dir: str | Path) -> dict[str, list[Example]]:
 
 def load_hub() -> dict[str, list[Example]]:
     """The same three splits from GLUE's CoLA on the Hugging Face Hub."""
-    ds = load_dataset("pass --data-dir with the raw CoLA files (in_domain_train.tsv, in_domain_dev.tsv, "
-                      "out_of_domain_dev.tsv: cola_public/raw of https://nyu-mll.github.io/CoLA/)",
-                      "nyu-mll/glue", "cola")
+    ds = load_hub_dataset("pass --data-dir with the raw CoLA files (in_domain_train.tsv, in_domain_dev.tsv, "
+                          "out_of_domain_dev.tsv: cola_public/raw of https://nyu-mll.github.io/CoLA/)",
+                          "nyu-mll/glue", "cola")
     val = [Example(r["sentence"], r["label"]) for r in ds["validation"]]
     if len(val) != 1043:
         raise ValueError(f"nyu-mll/glue cola validation has {len(val)} rows, expected 1043 (527 + 516)")

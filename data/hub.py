@@ -35,7 +35,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def load_dataset(instead: str, *args, **kwargs):
+def load_hub_dataset(instead: str, *args, **kwargs):
     """`datasets.load_dataset(*args, **kwargs)`; when the Hub cannot be reached (or, offline, the
     data set is not in the cache), a UserError naming the data set whose fix is `instead`."""
     name = " ".join(str(a) for a in args if a is not None)

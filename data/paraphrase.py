@@ -19,7 +19,7 @@ import sacrebleu
 import torch
 
 from data.files import read_json, read_table, string_field, where
-from data.hub import load_dataset
+from data.hub import load_hub_dataset
 from data.inference import evaluating, sorted_batches
 from data.tokens import encode, pad_batch
 from minibert.cli import UserError
@@ -184,7 +184,7 @@ def load_hub(name: str, split: str, clean: bool = True) -> list[Pair]:
     if split not in splits:
         raise ValueError(f"{name} has no {split!r} split (has {sorted(splits)})")
     out = []
-    for row in load_dataset(LOCAL_FILES, repo, config, split=splits[split]):
+    for row in load_hub_dataset(LOCAL_FILES, repo, config, split=splits[split]):
         s, t, positive = row_fn(row)
         if positive:
             out.append(Pair(clean_spaces(s), clean_spaces(t)) if clean else Pair(s, t))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from data.files import read_json, read_table, string_field, where
-from data.hub import load_dataset
+from data.hub import load_hub_dataset
 from data.inference import evaluating, sorted_batches
 from data.tokens import pad_batch
 from minibert.cli import UserError
@@ -142,8 +142,8 @@ def load_squad_hub(version: str, split: str) -> list[SquadExample]:
     if version not in names:
         raise ValueError(f"SQuAD version must be '1.1' or '2.0', got {version!r}")
     files = "train-v2.0.json and dev-v2.0.json" if version == "2.0" else "train-v1.1.json and dev-v1.1.json"
-    rows = load_dataset(f"pass --data-dir with {files} (from https://rajpurkar.github.io/SQuAD-explorer/)",
-                        names[version], split=split)
+    rows = load_hub_dataset(f"pass --data-dir with {files} (from https://rajpurkar.github.io/SQuAD-explorer/)",
+                            names[version], split=split)
     return [SquadExample(r["id"], r["question"], r["context"], list(r["answers"]["text"]),
                          list(r["answers"]["answer_start"]), not r["answers"]["text"]) for r in rows]
 
