@@ -47,7 +47,7 @@ def test_mcc_is_gorodkins_rk(pairs):
 
 
 @pytest.mark.filterwarnings("ignore:A single label was found")
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(labels)
 def test_metrics_equal_scikit_learn(pairs):
     metrics = pytest.importorskip("sklearn.metrics")
