@@ -14,10 +14,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from data.cola import collate, encode, load_hub, load_raw, matthews_corrcoef, train_val_split
+from data.classification import classify, matthews_corrcoef
+from data.cola import Example, collate, load_hub, load_raw, train_val_split
+from data.tokens import encode
 from minibert import BertForSequenceClassification, load_tokenizer
-from minibert.training import (add_training_args, autocast, batch_indices, finish_run, fit, run_info, start_run,
-                               to_device, write_text)
+from minibert.training import add_training_args, batch_indices, finish_run, fit, run_info, start_run, write_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,18 +35,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-@torch.no_grad()
-def predict(model, ids: list[list[int]], labels: list[int], batch_size: int, pad_id: int, pad_to, device):
-    """-> (probabilities [N, 2] on the CPU, mean cross-entropy), batches in order."""
-    model.eval()
-    logits = []
-    for i in range(0, len(ids), batch_size):
-        b = to_device(collate(ids[i:i + batch_size], labels[i:i + batch_size], pad_id, pad_to), device)
-        with autocast(device):
-            logits.append(model(b["input_ids"], b["attention_mask"]).float())
-    logits = torch.cat(logits)  # [N, 2]
-    loss = F.cross_entropy(logits, torch.tensor(labels, device=logits.device)).item()
-    return logits.softmax(-1).cpu(), loss
+def predict(model, tok, examples: list[Example], args, device) -> tuple[torch.Tensor, float]:
+    """-> (probabilities [N, 2] on the CPU, mean cross-entropy against the examples' labels)."""
+    probs = classify(model, tok, [e.sentence for e in examples], max_length=args.max_length,
+                     batch_size=args.batch_size, pad_to=args.max_length if args.pad_to_max else None,
+                     amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    gold = torch.tensor([e.label for e in examples])
+    return probs, F.nll_loss(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), gold).item()
 
 
 def main(argv=None) -> dict:
@@ -59,12 +55,9 @@ def main(argv=None) -> dict:
     if pad_id is None:
         raise ValueError(f"the tokenizer of {args.model} has no [PAD] token")
     pad_to = args.max_length if args.pad_to_max else None
-    data = {name: (encode(tok, [e.sentence for e in exs], args.max_length), [e.label for e in exs])
-            for name, exs in [("train", train), ("val", val), ("in_domain_dev", splits["in_domain_dev"]),
-                              ("out_of_domain_dev", splits["out_of_domain_dev"])]}
+    train_ids, train_labels = encode(tok, [e.sentence for e in train], args.max_length), [e.label for e in train]
     model = BertForSequenceClassification.from_pretrained(args.model, num_labels=2).to(device)
 
-    train_ids, train_labels = data["train"]
     lengths = [len(x) for x in train_ids] if args.bucket else None
     steps_per_epoch = -(-len(train_ids) // args.batch_size)
 
@@ -77,13 +70,13 @@ def main(argv=None) -> dict:
 
     def validate(epoch):
         t = time.perf_counter()
-        probs, loss = predict(model, *data["val"], args.batch_size, pad_id, pad_to, device)
-        acc = (probs.argmax(-1) == torch.tensor(data["val"][1])).float().mean().item()
+        probs, loss = predict(model, tok, val, args, device)
+        acc = (probs.argmax(-1) == torch.tensor([e.label for e in val])).float().mean().item()
         return {"val_loss": round(loss, 6), "val_accuracy": round(acc, 6),
                 "val_time_s": round(time.perf_counter() - t, 2)}
 
     log.print(f"CoLA: {len(train)} train / {len(val)} validation sentences (seeded 90/10 split), "
-              f"{len(data['in_domain_dev'][0])} in-domain dev, {len(data['out_of_domain_dev'][0])} out-of-domain")
+              f"{len(splits['in_domain_dev'])} in-domain dev, {len(splits['out_of_domain_dev'])} out-of-domain")
     log.print(f"model {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} | "
               f"lr {args.lr} | device {device} | padding {'fixed ' + str(pad_to) if pad_to else 'dynamic'}")
     result = fit(model, cfg, batches, loss_fn, steps_per_epoch, on_epoch_end=validate, log=log,
@@ -97,8 +90,8 @@ def main(argv=None) -> dict:
 
     scores, out_probs = {}, None
     for name in ("out_of_domain_dev", "in_domain_dev"):
-        ids, gold = data[name]
-        probs, loss = predict(model, ids, gold, args.batch_size, pad_id, pad_to, device)
+        gold = [e.label for e in splits[name]]
+        probs, loss = predict(model, tok, splits[name], args, device)
         pred = probs.argmax(-1).tolist()
         scores[name] = {"mcc": round(matthews_corrcoef(gold, pred), 6), "loss": round(loss, 6),
                         "accuracy": round(sum(g == p for g, p in zip(gold, pred)) / len(gold), 6), "n": len(gold)}
@@ -108,7 +101,8 @@ def main(argv=None) -> dict:
         if name == "out_of_domain_dev":
             out_probs, out_pred = probs, pred
 
-    ood, gold = splits["out_of_domain_dev"], data["out_of_domain_dev"][1]
+    ood = splits["out_of_domain_dev"]
+    gold = [e.label for e in ood]
     write_text(f"{args.output_dir}/predictions_out_of_domain.tsv", "index\tlabel\tprediction\n" + "".join(
         f"{i}\t{g}\t{p}\n" for i, (g, p) in enumerate(zip(gold, out_pred))))
     picks = sorted(random.Random(args.seed).sample(range(len(ood)), min(5, len(ood))))
@@ -121,7 +115,7 @@ def main(argv=None) -> dict:
 
     train_s = sum(h["epoch_time_s"] for h in result["history"])  # without validation
     metrics = {"task": "cola", "model": args.model, "data": args.data_dir or "hub:nyu-mll/glue cola",
-               "sizes": {"train": len(train), "validation": len(val), "in_domain_dev": len(data["in_domain_dev"][0]),
+               "sizes": {"train": len(train), "validation": len(val), "in_domain_dev": len(splits["in_domain_dev"]),
                          "out_of_domain_dev": len(ood)},
                "mcc_out_of_domain": scores["out_of_domain_dev"]["mcc"], "mcc_in_domain": scores["in_domain_dev"]["mcc"],
                "test": scores, "epochs": result["history"],

@@ -23,14 +23,15 @@ import numpy as np
 import torch
 
 from data.noising import bart_noise, word_start_table
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub,
-                             load_local, normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
+from data.paraphrase import (Pair, collate, dedupe, drop_near_copies, first_non_copy, load_hub, load_local, normalize,
+                             paraphrase, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
+from data.tokens import encode
 from minibart import BartForConditionalGeneration, seq2seq_loss
 from minibart.generation import check_generation_args
 from minibert.checkpoint import load_tokenizer, read_config, resolve
 from minibert.cli import UserError
 from minibert.config import InvalidValue
-from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, finish_run, fit,
+from minibert.training import (RunLog, TrainConfig, add_training_args, batch_indices, finish_run, fit,
                                last_checkpoint, run_info, start_run, write_text)
 
 
@@ -121,7 +122,8 @@ def load_pairs(args) -> tuple[list[Pair], list[Pair], str]:
         source = f"{args.data_dir} (train files; held out: msrp test Quality=1)"
     else:
         train = load_hub("paws", "train") + load_hub("mrpc", "train") + load_hub("quora", "train")
-        held, source = load_hub("mrpc", "dev"), "hub: paws labeled_final + glue mrpc + quora (held out: mrpc dev)"
+        held = load_hub("mrpc", "dev")
+        source = "hub: paws labeled_final + glue mrpc + sentence-transformers/quora-duplicates (held out: mrpc dev)"
     if args.both_directions:
         train = train + [Pair(p.target, p.source) for p in train]
     seen = {normalize(s) for p in held for s in p}  # no held-out sentence is trained on
@@ -131,26 +133,6 @@ def load_pairs(args) -> tuple[list[Pair], list[Pair], str]:
     if args.max_eval is not None and args.max_eval < len(held):
         held = split_heldout(held, args.max_eval, args.seed)[1]
     return train, held, source
-
-
-@torch.no_grad()
-def generate_texts(model, tok, texts: list[str], args, device, **kw) -> list[list[str]]:
-    """Paraphrases of each text: [len(texts)][num_return_sequences], batches sorted by length."""
-    model.eval()
-    ids = encode(tok, texts, args.max_seq_length)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = [None] * len(ids)
-    n = kw.get("num_return_sequences", 1)
-    pad = model.config.pad_token_id
-    for b in range(0, len(order), args.eval_batch_size):
-        idx = order[b:b + args.eval_batch_size]
-        batch = collate([ids[i] for i in idx], [[]] * len(idx), pad)  # no labels
-        with autocast(device):
-            gen = model.generate(batch["input_ids"].to(device), batch["attention_mask"].to(device), **kw)
-        decoded = [clean_spaces(t) for t in tok.decode_batch(gen.tolist(), skip_special_tokens=True)]
-        for j, i in enumerate(idx):
-            out[i] = decoded[j * n:(j + 1) * n]
-    return out
 
 
 def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: RunLog) -> dict:
@@ -250,9 +232,11 @@ def main(argv=None) -> dict:
     t_eval = time.perf_counter()
     sources, refs = [p.source for p in held], [p.target for p in held]
     settings = generation_settings(args)
-    beams = generate_texts(model, tok, sources, args, device, **settings["beam"])
+    run = dict(max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size, progress=True,
+               amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    beams = paraphrase(model, tok, sources, **run, **settings["beam"])
     torch.manual_seed(args.seed)
-    sampled = generate_texts(model, tok, sources, args, device, **settings["sampled"])
+    sampled = paraphrase(model, tok, sources, **run, **settings["sampled"])
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
     outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
                "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],

@@ -13,16 +13,14 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from data.squad import (SquadExample, collate, featurize, load_squad_hub, postprocess, read_squad_file,
-                        sample_questions)
+from data.squad import (SquadExample, collate, featurize, load_squad_hub, read_squad_file, sample_questions,
+                        select_answers, span_logits)
 from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
-from minibert.training import (RunLog, add_training_args, autocast, batch_indices, finish_run, fit, run_info,
-                               start_run, to_device, write_json, write_text)
+from minibert.training import (RunLog, add_training_args, batch_indices, finish_run, fit, run_info, start_run,
+                               write_json, write_text)
 
 EVAL_BATCH_SIZE = 64
 FILES = {"2.0": ("train-v2.0.json", "dev-v2.0.json"), "1.1": ("train-v1.1.json", "dev-v1.1.json")}
@@ -76,23 +74,6 @@ def load_split(args, split: str) -> tuple[list[SquadExample], str]:
     if args.version == "1.1" and any(e.is_impossible for e in examples):
         raise ValueError(f"{path} has unanswerable questions: it is SQuAD 2.0, use --version 2.0")
     return examples, str(path)
-
-
-@torch.no_grad()
-def predict(model, features, pad_id: int, device) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start and end logits of every feature (in order), batched by similar length."""
-    model.eval()
-    starts, ends = [None] * len(features), [None] * len(features)
-    order = batch_indices(len(features), EVAL_BATCH_SIZE, 0, 0, shuffle=False,
-                          lengths=[len(f.input_ids) for f in features])
-    for idx in tqdm(order, desc="Evaluating", dynamic_ncols=True, mininterval=1.0):
-        b = to_device(collate([features[i] for i in idx], pad_id), device)
-        with autocast(device):
-            s, e = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])  # [B, L] each
-        s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
-        for row, i in enumerate(idx):
-            starts[i], ends[i] = s[row], e[row]
-    return starts, ends
 
 
 def mark(context: str, spans: list[tuple[int, int, str, str]], width: int = 250) -> str:
@@ -193,10 +174,12 @@ def main(argv=None) -> dict:
               + (f" (a seeded sample: --max-eval-examples {args.max_eval_examples})" if args.max_eval_examples else ""))
     log.print(f"  Batch size = {EVAL_BATCH_SIZE}")
     t = time.perf_counter()
-    starts, ends = predict(model, dev_features, pad_id, device)
+    starts, ends = span_logits(model, dev_features, batch_size=EVAL_BATCH_SIZE, progress=True,
+                               amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
     eval_s = time.perf_counter() - t
-    predictions, null_odds = postprocess(dev, dev_features, starts, ends, version_2=version_2,
-                                         null_threshold=args.null_threshold)
+    answers = select_answers(dev, dev_features, starts, ends, version_2=version_2, null_threshold=args.null_threshold)
+    predictions = {e.id: a.text for e, a in zip(dev, answers)}
+    null_odds = {e.id: a.null_odds for e, a in zip(dev, answers)}
     gold = {e.id: e.answer_texts for e in dev}
     scores = squad_evaluate(gold, predictions, null_odds if version_2 else None)
     if version_2:
