@@ -17,6 +17,7 @@ here is a cheap no-op, so the single-process path pays nothing.
 """
 import atexit
 import contextlib
+import inspect
 import os
 
 import torch
@@ -89,8 +90,11 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     need not broadcast them before each forward."""
     if not dist.is_initialized():
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                               broadcast_buffers=False, gradient_as_bucket_view=True)
+    ddp = nn.parallel.DistributedDataParallel
+    constant_buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                        else {"broadcast_buffers": False})  # the name before torch 2.13
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+               **constant_buffers)
 
 
 def no_sync(model: nn.Module):
