@@ -47,9 +47,11 @@ def micro_batches(batch: list[int], rank: int, world_size: int, accum_steps: int
 
 
 def to_device(batch, device: torch.device):
-    """Move every tensor in a (nested) dict / list / tuple to `device`; None and other values stay."""
+    """Move every tensor in a (nested) dict / list / tuple to `device`; None and other values stay.
+    To a GPU through pinned memory: a copy from pageable memory would wait for the queued kernels
+    (a host-device sync per batch), a pinned one is queued behind them."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):

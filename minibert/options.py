@@ -35,7 +35,7 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --output-dir (its log, metrics and checkpoints)")
     g.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
-    g.add_argument("--epochs", type=_number(int, 1, True), default=1)
+    g.add_argument("--epochs", type=_number(int, 1, True), default=1, help="passes over the training data")
     g.add_argument("--batch-size", type=_number(int, 1, True), default=32,
                    help="examples per optimizer step, over all processes and accumulation steps together")
     g.add_argument("--grad-accum-steps", type=_number(int, 1, True), default=1,
@@ -48,12 +48,13 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
                    help="fraction of the steps with a linear warmup, then linear decay to 0")
     g.add_argument("--max-grad-norm", type=_number(float, 0, True), default=1.0, help="0 = no clipping")
     g.add_argument("--max-steps", type=_number(int, 1, True), default=None,
-                   help="stop each training stage after this many optimizer steps (smoke runs); the learning-rate "
-                        "schedule stays that of the full run, so --resume can continue it")
-    g.add_argument("--seed", type=int, default=42)
+                   help="stop each training stage (train_paraphrase.py: denoising, then fine-tuning) after this many "
+                        "optimizer steps, for smoke runs; the learning-rate schedule stays that of the full run, so "
+                        "--resume can continue it")
+    g.add_argument("--seed", type=int, default=42, help="seeds the batch order, new heads' initialization and dropout")
     g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None,
                    help="autocast dtype of the forward pass (parameters and optimizer stay fp32; fp16 scales the "
-                        "loss); default: bf16 on a GPU that has it, else fp32")
+                        "loss); when not given: bf16 on a GPU that has it, else fp32")
     g.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 tensor cores (Ampere GPUs and later)")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels where PyTorch has them (bit-stable reruns, somewhat slower)")
