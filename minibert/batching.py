@@ -51,7 +51,9 @@ def to_device(batch, device: torch.device):
     To a GPU through pinned memory: a copy from pageable memory would wait for the queued kernels
     (a host-device sync per batch), a pinned one is queued behind them."""
     if isinstance(batch, torch.Tensor):
-        return batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
+        if device.type == "cuda" and batch.device.type == "cpu":
+            batch = batch.pin_memory()
+        return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
