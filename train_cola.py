@@ -83,13 +83,16 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         probs, loss = predict(model, *data["val"], args.batch_size, pad_id, pad_to, device)
         pred, gold = probs.argmax(-1), data["val"][1]
-        return {"val_loss": round(loss, 6), "val_accuracy": round((pred == torch.tensor(gold)).float().mean().item(), 6),
-                "val_mcc": round(matthews_corrcoef(gold, pred.tolist()), 6), "val_time_s": round(time.perf_counter() - t, 2)}
+        return {"val_loss": round(loss, 6),
+                "val_accuracy": round((pred == torch.tensor(gold)).float().mean().item(), 6),
+                "val_mcc": round(matthews_corrcoef(gold, pred.tolist()), 6),
+                "val_time_s": round(time.perf_counter() - t, 2)}
 
     log.print(f"CoLA: {len(train)} train / {len(val)} validation sentences (seeded 90/10 split), "
               f"{len(data['in_domain_dev'][0])} in-domain dev, {len(data['out_of_domain_dev'][0])} out-of-domain")
     log.print(f"model {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} | "
-              f"lr {args.lr} | {cfg.precision} | device {device} | padding {'fixed ' + str(pad_to) if pad_to else 'dynamic'}")
+              f"lr {args.lr} | {cfg.precision} | device {device} | "
+              f"padding {'fixed ' + str(pad_to) if pad_to else 'dynamic'}")
     result = fit(model, cfg, batches, collate_examples, loss_fn, evaluate=validate, metric="val_mcc",
                  fingerprint=fingerprint(train_ids, train_labels), log=log, tokenizer_from=args.model)
     if not is_main_process():  # rank 0 alone evaluates and writes

@@ -16,6 +16,7 @@ learns to read the encoder before it sees the pairs (5,019 from MSRP + PAWS-QQP 
 import argparse
 import dataclasses
 import json
+import math
 import random
 import time
 
@@ -147,7 +148,8 @@ def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: Run
     batch_size = args.denoise_batch_size
     log.print(f"denoising: {len(texts)} passages -> {len(chunks)} chunks of <= {body} tokens, "
               f"{args.denoise_steps} steps x batch {batch_size}"
-              + (f", stopping after {cfg.max_steps} (--max-steps)" if (cfg.max_steps or 1e18) < args.denoise_steps else ""))
+              + (f", stopping after {cfg.max_steps} (--max-steps)" if (cfg.max_steps or math.inf) < args.denoise_steps
+                 else ""))
 
     # one "epoch" of exactly denoise_steps batches, cycling over the chunks: position p of the stream is chunk
     # order[p], noised with its own random stream, so a batch's noise does not depend on how it is split

@@ -86,8 +86,8 @@ def barrier() -> None:
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around `model` when distributed (it averages the gradients over the
-    ranks during backward), else `model` itself. The buffers are constants (position ids), so DDP
-    need not broadcast them before each forward."""
+    ranks during backward), else `model` itself. The models' buffers are constants (BART's
+    final_logits_bias), so DDP need not broadcast them before each forward."""
     if not dist.is_initialized():
         return model
     ddp = nn.parallel.DistributedDataParallel

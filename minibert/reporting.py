@@ -1,5 +1,6 @@
 """A view of the run: TensorBoard scalars while it trains (--report-to tensorboard, optional
 dependency) and curves.png when it ends (matplotlib, optional: without it there is no plot)."""
+import importlib.util
 from pathlib import Path
 
 from minibert.checkpoint import atomic_write
@@ -8,11 +9,9 @@ from minibert.cli import UserError
 
 def require_tensorboard() -> None:
     """Fail before anything is written when --report-to tensorboard cannot work."""
-    try:
-        import torch.utils.tensorboard  # noqa: F401  (needs the tensorboard package)
-    except ImportError:
+    if importlib.util.find_spec("tensorboard") is None:  # torch.utils.tensorboard needs it
         raise UserError("TensorBoard is not installed", "--report-to", "tensorboard",
-                        "pip install tensorboard, or leave out --report-to") from None
+                        "pip install tensorboard, or leave out --report-to")
 
 
 def tensorboard_writer(folder: Path):

@@ -111,13 +111,14 @@ class DeviceSums:
         sums = dist.all_reduce(self.sums.clone())
         bad_step = dist.all_reduce(self.bad_step.clone(), "min")
         self.sums.zero_()
-        loss, weight, bad, bad_loss = torch.cat([sums, bad_step.double().view(1), self.bad_loss.double().view(1)]).tolist()
+        values = torch.cat([sums, bad_step.double().view(1), self.bad_loss.double().view(1)])
+        loss, weight, bad, bad_loss = values.tolist()
         return loss, weight, None if bad >= NO_STEP else int(bad), bad_loss
 
 
-def train_step(model: nn.Module, batches: list[tuple[object, float]], loss_fn: Callable, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, device: torch.device, precision: str, max_grad_norm: float,
-               n_examples: int) -> tuple[Tensor, Tensor, Tensor | None]:
+def train_step(model: nn.Module, batches: list[tuple[object, float]], loss_fn: Callable,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device, precision: str,
+               max_grad_norm: float, n_examples: int) -> tuple[Tensor, Tensor, Tensor | None]:
     """One optimizer step on a global batch of `n_examples`; every rank calls it with its micro-batches.
 
     batches: this rank's micro-batches [(batch on the device, 1.0)], or (a stand-in batch, 0.0) where its
@@ -218,7 +219,7 @@ def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], list[list[i
             state.step, state.step_in_epoch = state.step + 1, state.step_in_epoch + 1
             state.epoch_examples += len(indices)
             window_examples += len(indices)
-            sums.add(state.step, loss_sum, weight_sum, None if scaler.is_enabled() else grad_norm)  # fp16: inf is normal
+            sums.add(state.step, loss_sum, weight_sum, None if scaler.is_enabled() else grad_norm)  # fp16: inf happens
             bar.update(1)
             at_epoch_end = state.step_in_epoch == steps_per_epoch
             if state.step % cfg.log_every == 0 or state.step == stop_at:
@@ -242,7 +243,8 @@ def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], list[list[i
                 t = time.perf_counter()
                 _evaluate(evaluate, model, state, cfg, metric, higher_is_better, sums, log, board, ckpt, tokenizer_from)
                 epoch_t0 += time.perf_counter() - t  # evaluation time is not training time
-            if cfg.save_every and state.step % cfg.save_every == 0 and not at_epoch_end and not _stop(state, stop_at, cfg):
+            if cfg.save_every and state.step % cfg.save_every == 0 and not at_epoch_end \
+                    and not _stop(state, stop_at, cfg):
                 t = time.perf_counter()
                 state.epoch_time_s, state.elapsed_s = t - epoch_t0, t - run_t0
                 ckpt = _save(out, cfg, model, optimizer, scheduler, scaler, state, sums, log, ckpt, tokenizer_from)
@@ -291,7 +293,8 @@ def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], list[list[i
                                              state.best and state.best["step"]):
         log.print("matplotlib is not installed: no curves.png (pip install matplotlib)")
     result = {"step": state.step, "epoch": state.epoch, "history": state.history, "evals": state.evals,
-              "best": state.best and {**state.best, "metric": metric, "path": str(out / "best") if cfg.keep_best else None},
+              "best": state.best and {**state.best, "metric": metric,
+                                      "path": str(out / "best") if cfg.keep_best else None},
               "stopped_early": stopped_early, "train_time_s": round(state.elapsed_s, 2),
               "checkpoint": str(ckpt) if ckpt else None}
     if own_log:

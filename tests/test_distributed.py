@@ -128,7 +128,8 @@ def test_torchrun_train_cola(tmp_path, tiny_bert_dir):
     data, out = write_cola(tmp_path / "cola"), tmp_path / "out"
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(root / "train_cola.py"), "--model", str(tiny_bert_dir), "--data-dir", str(data), "--output-dir", str(out),
+           str(root / "train_cola.py"), "--model", str(tiny_bert_dir), "--data-dir", str(data),
+           "--output-dir", str(out),
            "--device", "cpu", "--batch-size", "8", "--max-steps", "3", "--log-every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)

@@ -21,7 +21,8 @@ def test_cola_keep_best_reports_from_the_best_checkpoint(tmp_path, tiny_bert_dir
     assert best["metric"] == "val_mcc" and best["val_mcc"] == max(v["val_mcc"] for v in m["validations"])
     assert m["evaluated_model"].startswith(f"best checkpoint ({out / 'best'}: step {best['step']}, val_mcc ")
     assert m["world_size"] == 1 and m["protocol"]["precision"] == "fp32" and m["protocol"]["grad_accum_steps"] == 2
-    assert {"config.json", "model.safetensors", "vocab.txt", "evaluation.json"} <= {p.name for p in (out / "best").iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.txt", "evaluation.json"} <= {
+        p.name for p in (out / "best").iterdir()}
     assert BertForSequenceClassification.from_pretrained(out / "best").config.hidden_size == 32
     log = (out / "train.log").read_text()
     assert "test metrics of the best checkpoint" in log and (out / "curves.png").exists()
@@ -30,8 +31,9 @@ def test_cola_keep_best_reports_from_the_best_checkpoint(tmp_path, tiny_bert_dir
 def test_max_steps_caps_both_paraphrase_stages(tmp_path, data_dir, tiny_bert_dir):  # noqa: F811
     out = tmp_path / "out"
     m = train_paraphrase.main(["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
-                               "--denoise-steps", "5", "--batch-size", "4", "--max-length", "8", "--max-seq-length", "16",
-                               "--device", "cpu", "--max-steps", "2", "--max-eval", "2", "--log-every", "1"])
+                               "--denoise-steps", "5", "--batch-size", "4", "--max-length", "8",
+                               "--max-seq-length", "16", "--device", "cpu", "--max-steps", "2", "--max-eval", "2",
+                               "--log-every", "1"])
     assert m["denoise"]["steps"] == 2 and m["steps"] == 2
     assert "5 steps x batch 4, stopping after 2 (--max-steps)" in (out / "train.log").read_text()
     state = json.loads((out / "denoise" / "checkpoint" / "trainer_state.json").read_text())

@@ -15,7 +15,8 @@ from torch import nn
 from minibert import BertConfig, BertForSequenceClassification
 from minibert.cli import UserError
 from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit, last_checkpoint,
-                               linear_schedule, micro_batches, param_groups, pick_device, write_json, write_text)
+                               linear_schedule, micro_batches, param_groups, pick_device, prepare_run, write_json,
+                               write_text)
 
 
 def tiny_bert():
@@ -35,7 +36,8 @@ def test_add_training_args_defaults_and_errors(capsys):
     p = add_training_args(argparse.ArgumentParser(), lr=2e-5, epochs=4)
     args = p.parse_args(["--output-dir", "o", "--max-steps", "3", "--no-save-optimizer-state"])
     assert (args.lr, args.epochs, args.max_steps, args.device, args.resume) == (2e-5, 4, 3, "auto", False)
-    assert (args.precision, args.grad_accum_steps, args.save_optimizer_state, args.save_total_limit) == (None, 1, False, 1)
+    assert (args.precision, args.grad_accum_steps, args.save_total_limit) == (None, 1, 1)
+    assert not args.save_optimizer_state
     assert not hasattr(args, "keep_best")  # the evaluation options only where the script evaluates
     cfg = TrainConfig.from_args(args)
     assert cfg.output_dir == "o" and cfg.lr == 2e-5 and not cfg.save_optimizer_state and cfg.eval_every == 0
@@ -201,7 +203,8 @@ def test_fit_logs_checkpoints_and_stops(tmp_path):
     assert [r["step"] for r in recs if r["event"] == "validation"] == [3, 5]
     ckpt = last_checkpoint(tmp_path)
     assert ckpt == tmp_path / "checkpoint" and res["checkpoint"] == str(ckpt)
-    assert {"config.json", "model.safetensors", "training_state.pt", "trainer_state.json"} <= {p.name for p in ckpt.iterdir()}
+    assert {"config.json", "model.safetensors", "training_state.pt", "trainer_state.json"} <= {
+        p.name for p in ckpt.iterdir()}
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", "log.jsonl", "train.log", "curves.png"}
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert (state["step"], state["epoch"], state["step_in_epoch"]) == (5, 1, 2) and state["settings"]["lr"] == 1e-2
@@ -312,7 +315,8 @@ def scripted(values: list[float]):
 def test_keep_best_keeps_the_best_step(tmp_path):
     scores = [0.5, 0.6, 0.9, 0.7]  # evaluations every 2 steps and at the epoch ends: steps 2, 3, 4, 6
     model, res = train(tmp_path / "run", eval_every=2, keep_best=True, evaluate=scripted(scores), metric="score")
-    assert [e["step"] for e in res["evals"]] == [2, 3, 4, 6] and res["best"]["step"] == 4 and res["best"]["score"] == 0.9 and res["best"]["path"] == str(tmp_path / "run/best")
+    assert [e["step"] for e in res["evals"]] == [2, 3, 4, 6]
+    assert (res["best"]["step"], res["best"]["score"], res["best"]["path"]) == (4, 0.9, str(tmp_path / "run" / "best"))
     at_4, _ = train(tmp_path / "ref", max_steps=4)
     assert same_parameters(Tiny.from_pretrained(tmp_path / "run" / "best"), at_4)  # the best step's weights
     assert same_parameters(model, at_4)  # fit ends with the best model loaded
@@ -345,7 +349,8 @@ def test_keep_best_needs_an_evaluation(tmp_path):
 
 def test_save_total_limit_and_optimizer_state(tmp_path):
     train(tmp_path / "a", save_every=1, save_total_limit=3)
-    assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint*")) == ["checkpoint", "checkpoint-4", "checkpoint-5"]
+    kept = sorted(p.name for p in (tmp_path / "a").glob("checkpoint*"))
+    assert kept == ["checkpoint", "checkpoint-4", "checkpoint-5"]
     train(tmp_path / "b", save_every=1)
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint*")) == ["checkpoint"]
     train(tmp_path / "c", save_optimizer_state=False, max_steps=2)
@@ -359,6 +364,17 @@ def test_tensorboard_and_curves(tmp_path, monkeypatch):
     train(tmp_path / "a", report_to="tensorboard", evaluate=lambda m: {"acc": 0.5}, metric="acc")
     assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "a" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
+                        real_find_spec(name, *a))
+    args = add_training_args(argparse.ArgumentParser()).parse_args(
+        ["--output-dir", str(tmp_path / "c"), "--report-to", "tensorboard", "--device", "cpu"])
+    with pytest.raises(UserError, match=r"TensorBoard is not installed \(--report-to, 'tensorboard'\): pip install"):
+        prepare_run(args)
+    assert not (tmp_path / "c").exists()
+    monkeypatch.undo()
+
     import builtins
     real_import = builtins.__import__
 
