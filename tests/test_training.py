@@ -72,6 +72,21 @@ def test_device_and_autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
+def test_tf32_and_determinism_only_when_asked(tmp_path):
+    from minibert.runtime import configure_torch
+    train(tmp_path, max_steps=1)
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.are_deterministic_algorithms_enabled()
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        configure_torch(tf32=True, deterministic=True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+        torch.use_deterministic_algorithms(False)
+
+
 # --------------------------------------------------------------------------------------------- optimizer
 
 @pytest.mark.parametrize("total,warmup", [(10, 0), (10, 3), (7, 7), (1, 0)])
