@@ -126,15 +126,19 @@ def _lock(folder: Path) -> None:
     path = (folder / LOCK_FILE).resolve()
     if path in _locks:
         _locks.pop(path).close()
-    f = open(path, "a+", encoding="utf-8")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise UserError("another run is training in this folder", "--output-dir", str(folder),
-                        f"wait for it to end (process {holder}) or choose another --output-dir") from None
+    while True:
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise UserError("another run is training in this folder", "--output-dir", str(folder),
+                            f"wait for it to end (process {holder}) or choose another --output-dir") from None
+        if path.exists() and path.stat().st_ino == os.fstat(f.fileno()).st_ino:
+            break
+        f.close()  # a run that ended removed the file we locked: lock the one at the path now
     f.truncate(0)
     f.write(f"{os.getpid()}\n")
     f.flush()
@@ -142,8 +146,10 @@ def _lock(folder: Path) -> None:
 
 
 def _unlock(folder: Path) -> None:
-    f = _locks.pop((folder / LOCK_FILE).resolve(), None)
+    path = (folder / LOCK_FILE).resolve()
+    f = _locks.pop(path, None)
     if f is not None:
+        path.unlink(missing_ok=True)  # while still holding it (see _lock)
         f.close()
 
 

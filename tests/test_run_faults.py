@@ -76,6 +76,7 @@ def test_overwrite_replaces_the_run(cola_run):
     steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines() if '"step"' in x and
              json.loads(x)["event"] == "step"]
     assert steps == [1] and [c.name for c in checkpoints(out)] == ["checkpoint"]
+    assert not (out / "run.lock").exists()  # a finished run leaves no lock file behind
 
 
 def test_a_second_run_in_the_folder_fails_at_once(tmp_path):
