@@ -239,8 +239,8 @@ def main(argv=None) -> dict:
         model.to(device)
     else:
         denoise, result = train_model(model, tok, train, args, cfg, device, log)
-        if not is_main_process():  # rank 0 alone evaluates and writes
-            return result
+    if not is_main_process():  # rank 0 alone evaluates and writes
+        return result
 
     t_eval = time.perf_counter()
     sources, refs = [p.source for p in held], [p.target for p in held]
