@@ -18,13 +18,15 @@ from data.classification import classify, matthews_corrcoef
 from data.cola import Example, collate, load_hub, load_raw, train_val_split
 from data.tokens import encode
 from minibert import BertForSequenceClassification, load_tokenizer
-from minibert.training import add_training_args, batch_indices, finish_run, fit, run_info, start_run, write_text
+from minibert.cli import ArgumentParser
+from minibert.training import (add_training_args, batch_indices, best_or_last, finish_run, fingerprint, fit,
+                               is_main_process, prepare_run, run_info, start_run, write_text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(p, model="bert-base-uncased", output_dir="out/cola", epochs=4, batch_size=32, lr=2e-5,
-                      weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
+    p = ArgumentParser(description=__doc__)
+    add_training_args(p, evaluation=True, model="bert-base-uncased", output_dir="out/cola", epochs=4, batch_size=32,
+                      lr=2e-5, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
     p.add_argument("--data-dir", help="folder with the raw CoLA tsv files (default: GLUE cola from the Hub)")
     p.add_argument("--max-length", type=int, default=64, help="tokens per sentence, [CLS] and [SEP] included")
     p.add_argument("--pad-to-max", action="store_true", help="pad every batch to --max-length (the tutorial)")
@@ -46,7 +48,7 @@ def predict(model, tok, examples: list[Example], args, device) -> tuple[torch.Te
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg, device, log, t0 = start_run(args)
+    cfg, device, t0 = prepare_run(args)
 
     splits = load_raw(args.data_dir) if args.data_dir else load_hub()
     train, val = train_val_split(splits["train"], 0.1, args.seed)
@@ -57,30 +59,38 @@ def main(argv=None) -> dict:
     pad_to = args.max_length if args.pad_to_max else None
     train_ids, train_labels = encode(tok, [e.sentence for e in train], args.max_length), [e.label for e in train]
     model = BertForSequenceClassification.from_pretrained(args.model, num_labels=2).to(device)
+    log = start_run(cfg)
 
     lengths = [len(x) for x in train_ids] if args.bucket else None
     steps_per_epoch = -(-len(train_ids) // args.batch_size)
 
     def batches(epoch):
-        for idx in batch_indices(len(train_ids), args.batch_size, args.seed, epoch, lengths=lengths):
-            yield collate([train_ids[i] for i in idx], [train_labels[i] for i in idx], pad_id, pad_to)
+        return batch_indices(len(train_ids), args.batch_size, args.seed, epoch, lengths=lengths)
+
+    def collate_examples(idx):
+        return collate([train_ids[i] for i in idx], [train_labels[i] for i in idx], pad_id, pad_to)
 
     def loss_fn(m, b):
         return F.cross_entropy(m(b["input_ids"], b["attention_mask"]), b["labels"]), len(b["labels"])
 
-    def validate(epoch):
+    def validate(model):
         t = time.perf_counter()
         probs, loss = predict(model, tok, val, args, device)
-        acc = (probs.argmax(-1) == torch.tensor([e.label for e in val])).float().mean().item()
-        return {"val_loss": round(loss, 6), "val_accuracy": round(acc, 6),
+        pred, gold = probs.argmax(-1), [e.label for e in val]
+        return {"val_loss": round(loss, 6),
+                "val_accuracy": round((pred == torch.tensor(gold)).float().mean().item(), 6),
+                "val_mcc": round(matthews_corrcoef(gold, pred.tolist()), 6),
                 "val_time_s": round(time.perf_counter() - t, 2)}
 
     log.print(f"CoLA: {len(train)} train / {len(val)} validation sentences (seeded 90/10 split), "
               f"{len(splits['in_domain_dev'])} in-domain dev, {len(splits['out_of_domain_dev'])} out-of-domain")
     log.print(f"model {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} | "
-              f"lr {args.lr} | device {device} | padding {'fixed ' + str(pad_to) if pad_to else 'dynamic'}")
-    result = fit(model, cfg, batches, loss_fn, steps_per_epoch, on_epoch_end=validate, log=log,
-                 tokenizer_from=args.model)
+              f"lr {args.lr} | {cfg.precision} | device {device} | "
+              f"padding {'fixed ' + str(pad_to) if pad_to else 'dynamic'}")
+    result = fit(model, cfg, batches, collate_examples, loss_fn, evaluate=validate, metric="val_mcc",
+                 fingerprint=fingerprint(train_ids, train_labels), log=log, tokenizer_from=args.model)
+    if not is_main_process():  # rank 0 alone evaluates and writes
+        return result
 
     log.print("\n| epoch | training loss | valid. loss | valid. accur. | training time | validation time |")
     log.print("|---|---|---|---|---|---|")
@@ -88,6 +98,7 @@ def main(argv=None) -> dict:
         log.print(f"| {h['epoch']}{' (partial)' if h['partial'] else ''} | {h['train_loss']:.4f} | "
                   f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['epoch_time_s']:.1f} s | {h['val_time_s']:.1f} s |")
 
+    log.print(f"test metrics of the {best_or_last(result)}")
     scores, out_probs = {}, None
     for name in ("out_of_domain_dev", "in_domain_dev"):
         gold = [e.label for e in splits[name]]
@@ -123,12 +134,14 @@ def main(argv=None) -> dict:
                             "adam_eps": 1e-8, "weight_decay": args.weight_decay, "warmup_ratio": args.warmup_ratio,
                             "max_grad_norm": args.max_grad_norm, "epochs": args.epochs, "seed": args.seed,
                             "padding": f"fixed {pad_to}" if pad_to else "dynamic", "bucket": args.bucket,
-                            "max_steps": args.max_steps, "compile": args.compile},
+                            "max_steps": args.max_steps, "compile": args.compile, "precision": cfg.precision,
+                            "grad_accum_steps": args.grad_accum_steps},
                "steps": result["step"], "train_time_s": round(train_s, 2),
                "seconds_per_step": round(train_s / max(1, result["step"]), 4),
-               "checkpoint": result["checkpoint"],
+               "checkpoint": result["checkpoint"], "validations": result["evals"], "best_validation": result["best"],
+               "evaluated_model": best_or_last(result),
                **run_info(device, None if argv is None else ["train_cola.py", *argv])}
-    return finish_run(log, args.output_dir, metrics, t0, "predictions_out_of_domain.tsv and samples.md")
+    return finish_run(log, metrics, t0, "predictions_out_of_domain.tsv and samples.md")
 
 
 if __name__ == "__main__":

@@ -321,9 +321,11 @@ def test_train_squad_smoke(tmp_path, tiny_bert_dir):
                                 "--device", "cpu", "--log-every", "1", "--max-eval-examples", "10"])
     log = (out / "train.log").read_text()
     for line in ("***** Running training *****", "  Num examples = ", "  Num Epochs = 1",
-                 "  Instantaneous batch size per GPU = 4", "  Total optimization steps = ", "Train loss = ",
-                 "features/s", "Saving model checkpoint to ", "***** Running evaluation *****", "  best_f1 = "):
+                 "  Instantaneous batch size per device = 4 (1 process(es), cpu)", "  Total optimization steps = ",
+                 "step 2/2 | epoch 1 | loss ", "features/s", "saved checkpoint ", "***** Running evaluation *****",
+                 "  best_f1 = "):
         assert line in log, line
+    assert "GPU" not in log and sum(x.startswith("step ") for x in log.splitlines()) == 2  # one line per logged step
     assert [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()].count("step") == 2
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["steps"] == 2 and saved["data"]["train_questions"] == 12 and saved["data"]["dev_questions"] == 10
