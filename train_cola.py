@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
                "seconds_per_step": round(train_s / max(1, result["step"]), 4),
                "checkpoint": result["checkpoint"], "validations": result["evals"], "best_validation": result["best"],
                "evaluated_model": best_or_last(result),
-               **run_info(device, None if argv is None else ["train_cola.py", *argv])}
+               **run_info(args, device, None if argv is None else ["train_cola.py", *argv])}
     return finish_run(log, metrics, t0, "predictions_out_of_domain.tsv and samples.md")
 
 

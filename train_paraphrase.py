@@ -297,7 +297,7 @@ def main(argv=None) -> dict:
                             "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
                                            "encoder_no_repeat_ngram_size": args.encoder_no_repeat_ngram_size,
                                            "max_length": args.max_length, "top_k": args.top_k, "top_p": args.top_p}},
-               "checkpoint": result["checkpoint"], **run_info(device)}
+               "checkpoint": result["checkpoint"], **run_info(args, device)}
     return finish_run(log, metrics, t0, "generations.jsonl and samples.md")
 
 

@@ -210,7 +210,7 @@ def main(argv=None) -> dict:
                "steps": result["step"], "epochs": result["history"], "train_time_s": round(epoch_s, 2),
                "features_per_s": round(features_per_s, 2), "featurize_time_s": round(featurize_s, 2),
                "eval_time_s": round(eval_s, 2), "checkpoint": result["checkpoint"],
-               **run_info(device, None if argv is None else ["train_squad.py", *argv])}
+               **run_info(args, device, None if argv is None else ["train_squad.py", *argv])}
     return finish_run(log, metrics, t0, f"predictions.json, {'null_odds.json, ' if version_2 else ''}samples.md")
 
 

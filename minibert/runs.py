@@ -223,10 +223,12 @@ class RunLog:
             self.text.close()
 
 
-def run_info(device: torch.device, argv: list[str] | None = None) -> dict:
+def run_info(args: argparse.Namespace, device: torch.device, argv: list[str] | None = None) -> dict:
     """What metrics.json records about the run: the command line (`argv`, script name first, for a
-    main() called with arguments; else sys.argv), processes, hardware and library versions."""
+    main() called with arguments; else sys.argv), every setting as parsed (`args`: what the run used,
+    defaults included), processes, hardware and library versions."""
     info = {"command": " ".join(shlex.quote(a) for a in ["python", *(sys.argv if argv is None else argv)]),
+            "settings": {k: v for k, v in vars(args).items() if k != "debug"},
             "world_size": world_size(), "device": str(device), "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
