@@ -16,6 +16,7 @@ learns to read the encoder before it sees the pairs (5,019 from MSRP + PAWS-QQP 
 import argparse
 import dataclasses
 import json
+import math
 import random
 import time
 
@@ -23,16 +24,20 @@ import numpy as np
 import torch
 
 from data.noising import bart_noise, word_start_table
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub,
-                             load_local, normalize, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
+from data.paraphrase import (Pair, collate, dedupe, drop_near_copies, first_non_copy, load_hub, load_local, normalize,
+                             paraphrase, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
+from data.tokens import encode
 from minibart import BartForConditionalGeneration
+from minibart.generation import check_generation_args
 from minibert.checkpoint import load_tokenizer, read_config, resolve
-from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, finish_run, fit,
-                               last_checkpoint, run_info, start_run, write_text)
+from minibert.cli import ArgumentParser, UserError
+from minibert.config import InvalidValue
+from minibert.training import (RunLog, TrainConfig, add_training_args, batch_indices, finish_run, fingerprint, fit,
+                               is_main_process, last_checkpoint, prepare_run, run_info, start_run, write_text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     add_training_args(p, model="facebook/bart-large", output_dir="out/paraphrase", epochs=2, batch_size=8,
                       lr=5e-5, warmup_ratio=0.06, weight_decay=0.0)
     p.add_argument("--data-dir", help="folder with msrp/, paws_*/ and/or quora_duplicate_questions.tsv "
@@ -70,19 +75,38 @@ def parse_args(argv=None) -> argparse.Namespace:
                             ">= 1"),
                            ("--max-eval", args.max_eval is None or args.max_eval >= 1, ">= 1"),
                            ("--eval-batch-size", args.eval_batch_size >= 1, ">= 1"),
-                           ("--no-repeat-ngram-size", args.no_repeat_ngram_size >= 0, ">= 0"),
-                           ("--max-pair-bleu", args.max_pair_bleu is None or 0 < args.max_pair_bleu <= 100, "in (0, 100]"),
-                           ("--encoder-no-repeat-ngram-size", args.encoder_no_repeat_ngram_size >= 0, ">= 0")]:
+                           ("--max-pair-bleu", args.max_pair_bleu is None or 0 < args.max_pair_bleu <= 100,
+                            "in (0, 100]")]:
         if not ok:
             p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
     if args.eval_only and (args.denoise_steps or args.resume):
         p.error("argument --eval-only: trains nothing, so --denoise-steps and --resume do not apply")
-    if args.num_return_sequences > args.num_beams:
-        p.error(f"argument --num-return-sequences: expected at most --num-beams ({args.num_beams}), "
-                f"got {args.num_return_sequences}")
+    try:
+        check_generation_flags(args)
+    except UserError as e:
+        p.error(str(e))
     args.denoise_lr = args.denoise_lr or args.lr  # the denoising stage's defaults, resolved once
     args.denoise_batch_size = args.denoise_batch_size or args.batch_size
     return args
+
+
+def generation_settings(args) -> dict[str, dict]:
+    """generate()'s arguments for the samples: by beam search (every beam returned) and by the blog's sampling."""
+    common = dict(num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                  encoder_no_repeat_ngram_size=args.encoder_no_repeat_ngram_size, max_length=args.max_length)
+    return {"beam": {**common, "num_return_sequences": args.num_beams},
+            "sampled": {**common, "do_sample": True, "top_k": args.top_k, "top_p": args.top_p,
+                        "num_return_sequences": args.num_return_sequences}}
+
+
+def check_generation_flags(args, config=None) -> None:
+    """The generation flags as generate() will check them (with the model's config: also against its positions);
+    a bad one is a UserError naming the flag."""
+    for kw in generation_settings(args).values():
+        try:
+            check_generation_args(config, **kw)
+        except InvalidValue as e:
+            raise UserError(f"argument --{e.name.replace('_', '-')}: expected {e.valid}, got {e.value}") from None
 
 
 def load_model(name: str) -> BartForConditionalGeneration:
@@ -99,7 +123,8 @@ def load_pairs(args) -> tuple[list[Pair], list[Pair], str]:
         source = f"{args.data_dir} (train files; held out: msrp test Quality=1)"
     else:
         train = load_hub("paws", "train") + load_hub("mrpc", "train") + load_hub("quora", "train")
-        held, source = load_hub("mrpc", "dev"), "hub: paws labeled_final + glue mrpc + quora (held out: mrpc dev)"
+        held = load_hub("mrpc", "dev")
+        source = "hub: paws labeled_final + glue mrpc + sentence-transformers/quora-duplicates (held out: mrpc dev)"
     if args.both_directions:
         train = train + [Pair(p.target, p.source) for p in train]
     seen = {normalize(s) for p in held for s in p}  # no held-out sentence is trained on
@@ -109,26 +134,6 @@ def load_pairs(args) -> tuple[list[Pair], list[Pair], str]:
     if args.max_eval is not None and args.max_eval < len(held):
         held = split_heldout(held, args.max_eval, args.seed)[1]
     return train, held, source
-
-
-@torch.no_grad()
-def generate_texts(model, tok, texts: list[str], args, device, **kw) -> list[list[str]]:
-    """Paraphrases of each text: [len(texts)][num_return_sequences], batches sorted by length."""
-    model.eval()
-    ids = encode(tok, texts, args.max_seq_length)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = [None] * len(ids)
-    n = kw.get("num_return_sequences", 1)
-    pad = model.config.pad_token_id
-    for b in range(0, len(order), args.eval_batch_size):
-        idx = order[b:b + args.eval_batch_size]
-        batch = collate([ids[i] for i in idx], [[]] * len(idx), pad)  # no labels
-        with autocast(device):
-            gen = model.generate(batch["input_ids"].to(device), batch["attention_mask"].to(device), **kw)
-        decoded = [clean_spaces(t) for t in tok.decode_batch(gen.tolist(), skip_special_tokens=True)]
-        for j, i in enumerate(idx):
-            out[i] = decoded[j * n:(j + 1) * n]
-    return out
 
 
 def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: RunLog) -> dict:
@@ -145,29 +150,36 @@ def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: Run
     bos, eos = [c.bos_token_id], [c.eos_token_id]
     batch_size = args.denoise_batch_size
     log.print(f"denoising: {len(texts)} passages -> {len(chunks)} chunks of <= {body} tokens, "
-              f"{args.denoise_steps} steps x batch {batch_size}")
+              f"{args.denoise_steps} steps x batch {batch_size}"
+              + (f", stopping after {cfg.max_steps} (--max-steps)" if (cfg.max_steps or math.inf) < args.denoise_steps
+                 else ""))
 
-    def batches(epoch):  # one "epoch" of exactly denoise_steps batches, cycling over the chunks
-        need = args.denoise_steps * batch_size
-        order = np.concatenate([np.random.default_rng([args.seed, 1, k]).permutation(len(chunks))
-                                for k in range(-(-need // len(chunks)))])
-        for s in range(args.denoise_steps):
-            rng = np.random.default_rng([args.seed, 2, s])
-            idx = order[s * batch_size:(s + 1) * batch_size]
-            noised = [bos + bart_noise(chunks[i], mask_id, ends, rng, word_start=word_start)[:body] + eos
-                      for i in idx]
-            labels = [to_labels(bos + chunks[i] + eos, c.decoder_start_token_id) for i in idx]
-            yield collate(noised, labels, c.pad_token_id)
+    # one "epoch" of exactly denoise_steps batches, cycling over the chunks: position p of the stream is chunk
+    # order[p], noised with its own random stream, so a batch's noise does not depend on how it is split
+    order = np.concatenate([np.random.default_rng([args.seed, 1, k]).permutation(len(chunks))
+                            for k in range(-(-args.denoise_steps * batch_size // len(chunks)))])
+
+    def batches(epoch):
+        return [list(range(s * batch_size, (s + 1) * batch_size)) for s in range(args.denoise_steps)]
+
+    def collate_noised(positions):
+        noised = [bos + bart_noise(chunks[order[p]], mask_id, ends, np.random.default_rng([args.seed, 2, p]),
+                                   word_start=word_start)[:body] + eos for p in positions]
+        labels = [to_labels(bos + chunks[order[p]] + eos, c.decoder_start_token_id) for p in positions]
+        return collate(noised, labels, c.pad_token_id)
 
     out = f"{cfg.output_dir}/denoise"
-    stage = dataclasses.replace(cfg, output_dir=out, epochs=1, max_steps=None, lr=args.denoise_lr,
+    stage = dataclasses.replace(cfg, output_dir=out, epochs=1, lr=args.denoise_lr, batch_size=batch_size,
                                 resume=cfg.resume and last_checkpoint(out) is not None)
     log.event("stage", name="denoise", steps=args.denoise_steps, chunks=len(chunks))
-    return fit(model, stage, batches, loss_fn, args.denoise_steps, log=log, tokenizer_from=args.model)
+    return fit(model, stage, batches, collate_noised, loss_fn, fingerprint=fingerprint(chunks), log=log,
+               tokenizer_from=args.model)
 
 
 def loss_fn(m, b):
-    return m(b["input_ids"], b["attention_mask"], labels=b["labels"], return_loss=True), len(b["labels"])
+    """-> (mean over the label tokens, their number): fit weights each micro-batch by its token count."""
+    return (m(b["input_ids"], b["attention_mask"], labels=b["labels"], return_loss=True),
+            (b["labels"] != -100).sum())
 
 
 def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[list[str]]) -> str:
@@ -199,25 +211,27 @@ def train_model(model, tok, train: list[Pair], args, cfg: TrainConfig, device,
     steps_per_epoch = -(-len(train) // args.batch_size)
 
     def batches(epoch):
-        for idx in batch_indices(len(train), args.batch_size, args.seed, epoch):
-            yield collate([src[i] for i in idx], [tgt[i] for i in idx], c.pad_token_id)
+        return batch_indices(len(train), args.batch_size, args.seed, epoch)
+
+    def collate_pairs(idx):
+        return collate([src[i] for i in idx], [tgt[i] for i in idx], c.pad_token_id)
 
     log.event("stage", name="fine-tune", pairs=len(train), steps_per_epoch=steps_per_epoch)
     log.print(f"fine-tuning {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} "
-              f"| lr {args.lr} | warmup {args.warmup_ratio} | device {device}")
-    return denoise, fit(model, cfg, batches, loss_fn, steps_per_epoch, log=log, tokenizer_from=args.model)
+              f"| lr {args.lr} | warmup {args.warmup_ratio} | {cfg.precision} | device {device}")
+    return denoise, fit(model, cfg, batches, collate_pairs, loss_fn, fingerprint=fingerprint(src, tgt), log=log,
+                        tokenizer_from=args.model)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg, device, log, t0 = start_run(args)
+    cfg, device, t0 = prepare_run(args, subruns=["denoise"])
 
     train, held, data_source = load_pairs(args)
     tok = load_tokenizer(args.model)
     model = load_model(args.model)
-    c = model.config
-    c.num_beams, c.no_repeat_ngram_size, c.max_length = args.num_beams, args.no_repeat_ngram_size, args.max_length
-    c.encoder_no_repeat_ngram_size = args.encoder_no_repeat_ngram_size
+    check_generation_flags(args, model.config)  # before any training: --max-length within the model's positions
+    log = start_run(cfg, subruns=["denoise"])
     log.print(f"paraphrase: {len(train)} training pairs (deduplicated, copies dropped), {len(held)} held out "
               f"| {data_source}")
 
@@ -226,13 +240,17 @@ def main(argv=None) -> dict:
         model.to(device)
     else:
         denoise, result = train_model(model, tok, train, args, cfg, device, log)
+    if not is_main_process():  # rank 0 alone evaluates and writes
+        return result
 
     t_eval = time.perf_counter()
     sources, refs = [p.source for p in held], [p.target for p in held]
-    beams = generate_texts(model, tok, sources, args, device, num_return_sequences=args.num_beams)
+    settings = generation_settings(args)
+    run = dict(max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size, progress=True,
+               amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    beams = paraphrase(model, tok, sources, **run, **settings["beam"])
     torch.manual_seed(args.seed)
-    sampled = generate_texts(model, tok, sources, args, device, do_sample=True, top_k=args.top_k, top_p=args.top_p,
-                             num_return_sequences=args.num_return_sequences)
+    sampled = paraphrase(model, tok, sources, **run, **settings["sampled"])
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
     outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
                "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],
@@ -273,13 +291,14 @@ def main(argv=None) -> dict:
                             "warmup_ratio": args.warmup_ratio,
                             "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
                             "both_directions": args.both_directions, "max_pair_bleu": args.max_pair_bleu,
-                            "max_steps": args.max_steps,
+                            "max_steps": args.max_steps, "precision": cfg.precision,
+                            "grad_accum_steps": args.grad_accum_steps,
                             "eval_only": args.eval_only,
                             "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
                                            "encoder_no_repeat_ngram_size": args.encoder_no_repeat_ngram_size,
                                            "max_length": args.max_length, "top_k": args.top_k, "top_p": args.top_p}},
-               "checkpoint": result["checkpoint"], **run_info(device)}
-    return finish_run(log, args.output_dir, metrics, t0, "generations.jsonl and samples.md")
+               "checkpoint": result["checkpoint"], **run_info(args, device)}
+    return finish_run(log, metrics, t0, "generations.jsonl and samples.md")
 
 
 if __name__ == "__main__":

@@ -13,23 +13,23 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from data.squad import (SquadExample, collate, featurize, load_squad_hub, postprocess, read_squad_file,
-                        sample_questions)
+from data.squad import (SquadExample, collate, featurize, load_squad_hub, read_squad_file, sample_questions,
+                        select_answers, span_logits)
 from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
-from minibert.training import (RunLog, add_training_args, autocast, batch_indices, finish_run, fit, run_info,
-                               start_run, to_device, write_json, write_text)
+from minibert.cli import ArgumentParser
+from minibert.training import (add_training_args, batch_indices, finish_run, fingerprint, fit,
+                               is_main_process, prepare_run, run_info, start_run, world_size, write_json,
+                               write_text)
 
 EVAL_BATCH_SIZE = 64
 FILES = {"2.0": ("train-v2.0.json", "dev-v2.0.json"), "1.1": ("train-v1.1.json", "dev-v1.1.json")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     add_training_args(p, model="bert-base-uncased", output_dir="out/squad", epochs=1, batch_size=16, lr=3e-5,
                       weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
     p.add_argument("--version", choices=["2.0", "1.1"], default="2.0", help="SQuAD version")
@@ -50,17 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-class SquadLog(RunLog):
-    """The shared RunLog, adding run_squad.py's "Train loss" line (in features/s) to each step record."""
-
-    def event(self, kind: str, **fields) -> dict:
-        record = super().event(kind, **fields)
-        if kind == "step":
-            self.print(f"Train loss = {fields['loss']:.4f} at step {fields['step']} "
-                       f"({fields['examples_per_s']:.1f} features/s)")
-        return record
-
-
 def load_split(args, split: str) -> tuple[list[SquadExample], str]:
     """-> (examples, where they came from) for split "train" or "dev"."""
     path = args.train_file if split == "train" else args.dev_file
@@ -76,23 +65,6 @@ def load_split(args, split: str) -> tuple[list[SquadExample], str]:
     if args.version == "1.1" and any(e.is_impossible for e in examples):
         raise ValueError(f"{path} has unanswerable questions: it is SQuAD 2.0, use --version 2.0")
     return examples, str(path)
-
-
-@torch.no_grad()
-def predict(model, features, pad_id: int, device) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start and end logits of every feature (in order), batched by similar length."""
-    model.eval()
-    starts, ends = [None] * len(features), [None] * len(features)
-    order = batch_indices(len(features), EVAL_BATCH_SIZE, 0, 0, shuffle=False,
-                          lengths=[len(f.input_ids) for f in features])
-    for idx in tqdm(order, desc="Evaluating", dynamic_ncols=True, mininterval=1.0):
-        b = to_device(collate([features[i] for i in idx], pad_id), device)
-        with autocast(device):
-            s, e = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])  # [B, L] each
-        s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
-        for row, i in enumerate(idx):
-            starts[i], ends[i] = s[row], e[row]
-    return starts, ends
 
 
 def mark(context: str, spans: list[tuple[int, int, str, str]], width: int = 250) -> str:
@@ -143,7 +115,7 @@ def samples_md(examples: list[SquadExample], predictions: dict, null_odds: dict,
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg, device, log, t0 = start_run(args, SquadLog)
+    cfg, device, t0 = prepare_run(args)
     version_2 = args.version == "2.0"
 
     all_train, train_source = load_split(args, "train")
@@ -157,32 +129,42 @@ def main(argv=None) -> dict:
     dev_features = featurize(dev, tok)
     featurize_s = time.perf_counter() - t
     model = BertForQuestionAnswering.from_pretrained(args.model).to(device)
+    log = start_run(cfg)
     pad_id = model.config.pad_token_id
     steps_per_epoch = -(-len(train_features) // args.batch_size)
     total_steps = min(args.epochs * steps_per_epoch, args.max_steps or args.epochs * steps_per_epoch)
 
     def batches(epoch):
-        for idx in batch_indices(len(train_features), args.batch_size, args.seed, epoch):
-            yield collate([train_features[i] for i in idx], pad_id)
+        return batch_indices(len(train_features), args.batch_size, args.seed, epoch)
+
+    def collate_features(idx):
+        return collate([train_features[i] for i in idx], pad_id)
 
     def loss_fn(m, b):
         start, end = m(b["input_ids"], b["attention_mask"], b["token_type_ids"])
         return qa_loss(start, end, b["start_positions"], b["end_positions"]), len(b["input_ids"])
 
     log.print(f"SQuAD {args.version}: {len(train)} of {len(all_train)} training questions "
-              f"({args.train_fraction:.0%}, seed {args.seed}) from {train_source}, {len(dev)} dev questions "
+              f"({100 * args.train_fraction:.3g}%, seed {args.seed}) from {train_source}, {len(dev)} dev questions "
               f"from {dev_source}; featurized in {featurize_s:.1f} s")
     log.print("***** Running training *****")
     log.print(f"  Num examples = {len(train_features)}")
     log.print(f"  Num Epochs = {args.epochs}")
-    log.print(f"  Instantaneous batch size per GPU = {args.batch_size}")
+    per_device = args.batch_size / (world_size() * args.grad_accum_steps)
+    log.print(f"  Instantaneous batch size per device = {per_device:.3g} ({world_size()} process(es), {device.type})")
     log.print(f"  Total train batch size (w. parallel, distributed & accumulation) = {args.batch_size}")
-    log.print("  Gradient Accumulation steps = 1")
+    log.print(f"  Gradient Accumulation steps = {args.grad_accum_steps}")
     log.print(f"  Total optimization steps = {args.epochs * steps_per_epoch}"
               + (f" (stopping after {total_steps}: --max-steps)" if args.max_steps else ""))
     log.event("train_start", questions=len(train), features=len(train_features), epochs=args.epochs,
-              batch_size=args.batch_size, total_steps=args.epochs * steps_per_epoch, device=str(device))
-    result = fit(model, cfg, batches, loss_fn, steps_per_epoch, log=log, tokenizer_from=args.model)
+              batch_size=args.batch_size, grad_accum_steps=args.grad_accum_steps, world_size=world_size(),
+              precision=cfg.precision, total_steps=args.epochs * steps_per_epoch, device=str(device))
+    result = fit(model, cfg, batches, collate_features, loss_fn, log=log, tokenizer_from=args.model, unit="features",
+                 fingerprint=fingerprint([f.input_ids for f in train_features],
+                                         [f.start_position for f in train_features],
+                                         [f.end_position for f in train_features]))
+    if not is_main_process():  # rank 0 alone evaluates and writes
+        return result
     epoch_s = sum(h["epoch_time_s"] for h in result["history"])
     features_per_s = sum(h["examples_per_s"] * h["epoch_time_s"] for h in result["history"]) / max(epoch_s, 1e-9)
     log.print(f" global_step = {result['step']}, average loss = {result['history'][-1]['train_loss']:.4f}, "
@@ -193,10 +175,12 @@ def main(argv=None) -> dict:
               + (f" (a seeded sample: --max-eval-examples {args.max_eval_examples})" if args.max_eval_examples else ""))
     log.print(f"  Batch size = {EVAL_BATCH_SIZE}")
     t = time.perf_counter()
-    starts, ends = predict(model, dev_features, pad_id, device)
+    starts, ends = span_logits(model, dev_features, batch_size=EVAL_BATCH_SIZE, progress=True,
+                               amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
     eval_s = time.perf_counter() - t
-    predictions, null_odds = postprocess(dev, dev_features, starts, ends, version_2=version_2,
-                                         null_threshold=args.null_threshold)
+    answers = select_answers(dev, dev_features, starts, ends, version_2=version_2, null_threshold=args.null_threshold)
+    predictions = {e.id: a.text for e, a in zip(dev, answers)}
+    null_odds = {e.id: a.null_odds for e, a in zip(dev, answers)}
     gold = {e.id: e.answer_texts for e in dev}
     scores = squad_evaluate(gold, predictions, null_odds if version_2 else None)
     if version_2:
@@ -221,12 +205,13 @@ def main(argv=None) -> dict:
                             "batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs,
                             "weight_decay": args.weight_decay, "warmup_ratio": args.warmup_ratio,
                             "max_grad_norm": args.max_grad_norm, "seed": args.seed, "max_steps": args.max_steps,
-                            "compile": args.compile},
+                            "compile": args.compile, "precision": cfg.precision,
+                            "grad_accum_steps": args.grad_accum_steps},
                "steps": result["step"], "epochs": result["history"], "train_time_s": round(epoch_s, 2),
                "features_per_s": round(features_per_s, 2), "featurize_time_s": round(featurize_s, 2),
                "eval_time_s": round(eval_s, 2), "checkpoint": result["checkpoint"],
-               **run_info(device, None if argv is None else ["train_squad.py", *argv])}
-    return finish_run(log, out, metrics, t0, f"predictions.json, {'null_odds.json, ' if version_2 else ''}samples.md")
+               **run_info(args, device, None if argv is None else ["train_squad.py", *argv])}
+    return finish_run(log, metrics, t0, f"predictions.json, {'null_odds.json, ' if version_2 else ''}samples.md")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""CoLA (Warstadt et al. 2019, "Neural Network Acceptability Judgments"): read, split, tokenize,
-collate, and score with the Matthews correlation coefficient.
+"""CoLA (Warstadt et al. 2019, "Neural Network Acceptability Judgments"): read, split and collate.
+Tokenizing, `classify` and the Matthews correlation live in data/tokens.py and data/classification.py.
 
 Sources: the official raw files of cola_public 1.1 (`in_domain_train.tsv`, `in_domain_dev.tsv`,
 `out_of_domain_dev.tsv`: tab-separated, no header, columns source / label / original mark /
@@ -9,11 +9,16 @@ followed by the 516 out-of-domain ones (GLUE ships CoLA 1.0, which differs from 
 sentences).
 """
 import csv
-import math
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from data.files import read_text, where
+from data.hub import load_hub_dataset
+from data.tokens import pad_batch
+from minibert.cli import UserError
 
 FILES = {"train": "in_domain_train.tsv", "in_domain_dev": "in_domain_dev.tsv",
          "out_of_domain_dev": "out_of_domain_dev.tsv"}
@@ -28,26 +33,25 @@ class Example:
 
 
 def read_tsv(path: str | Path) -> list[Example]:
-    """One official CoLA file -> examples; a malformed row is a ValueError naming file and line."""
+    """One official CoLA file -> examples; a malformed row is a UserError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CoLA file not found: {path}")
     examples = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for row in reader:
-            where = f"{path}, line {reader.line_num}"
-            if len(row) != 4:
-                raise ValueError(f"{where}: expected 4 tab-separated fields (source, label, mark, sentence), "
-                                 f"got {len(row)}")
-            source, label, _, sentence = row
-            if label not in ("0", "1"):
-                raise ValueError(f"{where}: label must be 0 or 1, got {label!r}")
-            if not sentence.strip():
-                raise ValueError(f"{where}: empty sentence")
-            examples.append(Example(sentence, int(label), source))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for row in reader:
+        at = where(path, reader.line_num)
+        if len(row) != 4:
+            raise UserError(f"expected 4 tab-separated fields (source, label, mark, sentence), got {len(row)}", at,
+                            fix="give the official raw CoLA files (cola_public/raw)")
+        source, label, _, sentence = row
+        if label not in ("0", "1"):
+            raise UserError("a CoLA label must be 0 or 1", at, label, "give the official raw CoLA files")
+        if not sentence.strip():
+            raise UserError("empty sentence", at, fix="give every row a sentence")
+        examples.append(Example(sentence, int(label), source))
     if not examples:
-        raise ValueError(f"{path}: no rows")
+        raise UserError("no rows", str(path), fix="give the official raw CoLA files")
     return examples
 
 
@@ -58,9 +62,9 @@ def load_raw(data_dir: str | Path) -> dict[str, list[Example]]:
 
 def load_hub() -> dict[str, list[Example]]:
     """The same three splits from GLUE's CoLA on the Hugging Face Hub."""
-    from datasets import load_dataset
-
-    ds = load_dataset("nyu-mll/glue", "cola")
+    ds = load_hub_dataset("pass --data-dir with the raw CoLA files (in_domain_train.tsv, in_domain_dev.tsv, "
+                          "out_of_domain_dev.tsv: cola_public/raw of https://nyu-mll.github.io/CoLA/)",
+                          "nyu-mll/glue", "cola")
     val = [Example(r["sentence"], r["label"]) for r in ds["validation"]]
     if len(val) != 1043:
         raise ValueError(f"nyu-mll/glue cola validation has {len(val)} rows, expected 1043 (527 + 516)")
@@ -76,42 +80,8 @@ def train_val_split(examples: list, val_fraction: float = 0.1, seed: int = 42) -
     return [examples[i] for i in perm[:n_train]], [examples[i] for i in perm[n_train:]]
 
 
-def encode(tokenizer, sentences: list[str], max_length: int = 64) -> list[list[int]]:
-    """[CLS] sentence [SEP] token ids, truncated to max_length with [SEP] kept last."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(tokenizer.to_str())  # a copy: the caller's tokenizer keeps no truncation
-    tok.enable_truncation(max_length)
-    return [e.ids for e in tok.encode_batch(sentences)]
-
-
 def collate(ids: list[list[int]], labels: list[int], pad_id: int, pad_to: int | None = None) -> dict:
     """Pad to the longest sequence of the batch (or to `pad_to`, the tutorial's fixed 64).
     -> input_ids [B, L], attention_mask [B, L] (None when nothing is padded), labels [B]."""
-    lengths = [len(x) for x in ids]
-    width = pad_to or max(lengths)
-    if max(lengths) > width:
-        raise ValueError(f"collate: a sequence of {max(lengths)} tokens does not fit pad_to={width}")
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, :len(x)] = torch.tensor(x)
-    mask = None
-    if min(lengths) < width:
-        mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    input_ids, mask = pad_batch(ids, pad_id, pad_to)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": torch.tensor(labels, dtype=torch.long)}
-
-
-def matthews_corrcoef(gold: list[int], pred: list[int]) -> float:
-    """Matthews (1975) correlation of binary labels:
-    (TP TN - FP FN) / sqrt((TP + FP)(TP + FN)(TN + FP)(TN + FN)), defined as 0 when a factor of
-    the denominator is 0 (a constant prediction or a constant gold), as scikit-learn does."""
-    if len(gold) != len(pred):
-        raise ValueError(f"matthews_corrcoef: {len(gold)} gold labels but {len(pred)} predictions")
-    if not set(gold) | set(pred) <= {0, 1}:
-        raise ValueError(f"matthews_corrcoef: labels must be 0 or 1, got {sorted(set(gold) | set(pred))}")
-    tp = sum(g == 1 and p == 1 for g, p in zip(gold, pred))
-    tn = sum(g == 0 and p == 0 for g, p in zip(gold, pred))
-    fp = sum(g == 0 and p == 1 for g, p in zip(gold, pred))
-    fn = sum(g == 1 and p == 0 for g, p in zip(gold, pred))
-    denom = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
-    return (tp * tn - fp * fn) / math.sqrt(denom) if denom else 0.0

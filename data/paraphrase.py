@@ -1,6 +1,7 @@
-"""Paraphrase pairs: MSRP, PAWS and Quora readers (local official files or the Hub), clean-up,
-dedupe, a seeded held-out split, unlabeled text for denoising, seq2seq featurize/collate, and the
-paraphrase metrics (sacreBLEU, iBLEU, copy rate, length ratio).
+"""Paraphrase pairs: MSRP, PAWS and Quora readers (local official files or the Hub) and the user's
+own pairs, clean-up, dedupe, a seeded held-out split, unlabeled text for denoising, seq2seq collate,
+`paraphrase` (generation from a model), and the paraphrase metrics (sacreBLEU, iBLEU, copy rate,
+length ratio).
 
 Follows T. Rajapakse, "BART for Paraphrasing with Simple Transformers" (2020): positive pairs of
 MSRP (Quality == 1), PAWS (label == 1) and Quora Question Pairs (is_duplicate == 1), with the
@@ -16,6 +17,12 @@ from typing import Iterable, Iterator, NamedTuple
 
 import sacrebleu
 import torch
+
+from data.files import read_json, read_table, string_field, where
+from data.hub import load_hub_dataset
+from data.inference import evaluating, sorted_batches
+from data.tokens import encode, pad_batch
+from minibert.cli import UserError
 
 
 class Pair(NamedTuple):
@@ -84,58 +91,36 @@ def drop_near_copies(pairs: Iterable[Pair], max_bleu: float) -> list[Pair]:
 
 # ----------------------------------------------------------------------------- local readers
 
-MSRP_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
-PAWS_HEADER = ["id", "sentence1", "sentence2", "label"]
-QUORA_HEADER = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
-
-
-def _read_table(path, header: list[str], a: str, b: str, label: str, positive: str,
-                quoting: int, clean: bool) -> list[Pair]:
-    """Read a tab-separated file with an exact `header`; keep rows whose `label` column is
-    `positive`. Errors name the file, line and column."""
-    path = Path(path)
+def _read_positive(path, a: str, b: str, label: str, quoting: int, clean: bool) -> list[Pair]:
+    """The (a, b) pairs of a tab-separated file whose `label` column is 1; errors name the file, line and column."""
     out = []
-    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops MSRP's BOM
-        rows = csv.reader(f, delimiter="\t", quoting=quoting)
-        got = next(rows, None)
-        if got != header:
-            raise ValueError(f"{path}: line 1: expected the header {header!r}, got {got!r}")
-        col = {name: i for i, name in enumerate(header)}
-        for row in rows:
-            if row == []:
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{path}: line {rows.line_num}: expected {len(header)} "
-                                 f"tab-separated columns {header}, got {len(row)}")
-            value = row[col[label]].strip()
-            if value not in ("0", "1"):
-                raise ValueError(f"{path}: line {rows.line_num}: column {label!r}: "
-                                 f"expected 0 or 1, got {value!r}")
-            if value == positive:
-                s, t = row[col[a]], row[col[b]]
-                out.append(Pair(clean_spaces(s), clean_spaces(t)) if clean else Pair(s, t))
+    for row in read_table(path, [a, b, label], kind="tsv", quoting=quoting):
+        value = row.values[label].strip()
+        if value not in ("0", "1"):
+            raise UserError("expected 0 or 1", where(path, row.line, label), value,
+                            "give the official file, as published")
+        if value == "1":
+            s, t = row.values[a], row.values[b]
+            out.append(Pair(clean_spaces(s), clean_spaces(t)) if clean else Pair(s, t))
     return out
 
 
 def read_msrp(path, clean: bool = True) -> list[Pair]:
     """msr_paraphrase_{train,test}.txt: UTF-8 BOM, header `Quality #1 ID #2 ID #1 String #2 String`,
     tab-separated, no quoting (quotes are text); pairs with Quality == 1."""
-    return _read_table(path, MSRP_HEADER, "#1 String", "#2 String", "Quality", "1",
-                       csv.QUOTE_NONE, clean)
+    return _read_positive(path, "#1 String", "#2 String", "Quality", csv.QUOTE_NONE, clean)
 
 
 def read_paws(path, clean: bool = True) -> list[Pair]:
     """PAWS-Wiki / PAWS-QQP {train,dev,test}.tsv: header `id sentence1 sentence2 label`, no
     quoting; pairs with label == 1."""
-    return _read_table(path, PAWS_HEADER, "sentence1", "sentence2", "label", "1",
-                       csv.QUOTE_NONE, clean)
+    return _read_positive(path, "sentence1", "sentence2", "label", csv.QUOTE_NONE, clean)
 
 
 def read_quora(path, clean: bool = True) -> list[Pair]:
     """quora_duplicate_questions.tsv: header `id qid1 qid2 question1 question2 is_duplicate`;
     fields with tabs, newlines or quotes are CSV-quoted; pairs with is_duplicate == 1."""
-    return _read_table(path, QUORA_HEADER, "question1", "question2", "is_duplicate", "1",
-                       csv.QUOTE_MINIMAL, clean)
+    return _read_positive(path, "question1", "question2", "is_duplicate", csv.QUOTE_MINIMAL, clean)
 
 
 def load_local(data_dir, split: str) -> list[Pair]:
@@ -158,9 +143,18 @@ def load_local(data_dir, split: str) -> list[Pair]:
             found.append(quora)
             pairs += read_quora(quora)
     if not found:
-        raise ValueError(f"{data_dir}: no {split} file found (expected msrp/msr_paraphrase_"
-                         f"{split}.txt, <paws folder>/{split}.tsv or quora_duplicate_questions.tsv)")
+        raise UserError(f"no {split} file found", str(data_dir),
+                        fix=f"expected msrp/msr_paraphrase_{split}.txt, <paws folder>/{split}.tsv or "
+                            "quora_duplicate_questions.tsv")
     return pairs
+
+
+def read_pairs(path, source_column: str, target_column: str) -> list[Pair]:
+    """The user's own (source, target) pairs, as written, from a CSV, TSV or JSONL file (data/files.py)."""
+    rows = read_table(path, [source_column, target_column])
+    if not rows:
+        raise UserError("no rows", str(path), fix="give the file at least one pair")
+    return [Pair(string_field(path, r, source_column), string_field(path, r, target_column)) for r in rows]
 
 
 # ----------------------------------------------------------------------------- the Hub
@@ -171,22 +165,26 @@ HUB = {  # name -> (dataset id, config, split names, row -> (source, target, is_
              lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
     "mrpc": ("nyu-mll/glue", "mrpc", {"train": "train", "dev": "validation", "test": "test"},
              lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
-    "quora": ("quora", None, {"train": "train"},
-              lambda r: (r["questions"]["text"][0], r["questions"]["text"][1], r["is_duplicate"])),
+    # the 404,290 Quora Question Pairs (label 1 = duplicate) in a parquet copy; the Hub id "quora" is a
+    # loading script, which datasets 4 and later refuse to run
+    "quora": ("sentence-transformers/quora-duplicates", "pair-class", {"train": "train"},
+              lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
 }
+LOCAL_FILES = ("pass --data-dir with msrp/msr_paraphrase_{train,test}.txt (the Microsoft Research Paraphrase "
+               "Corpus) and/or paws_qqp/ or paws_wiki/ {train,dev,test}.tsv (https://github.com/"
+               "google-research-datasets/paws)")
 
 
 def load_hub(name: str, split: str, clean: bool = True) -> list[Pair]:
-    """Positive pairs of a Hub dataset: 'paws' (labeled_final), 'mrpc' (GLUE) or 'quora'."""
+    """Positive pairs of a Hub dataset: 'paws' (labeled_final), 'mrpc' (GLUE) or 'quora'
+    (sentence-transformers/quora-duplicates)."""
     if name not in HUB:
         raise ValueError(f"dataset: expected one of {sorted(HUB)}, got {name!r}")
     repo, config, splits, row_fn = HUB[name]
     if split not in splits:
         raise ValueError(f"{name} has no {split!r} split (has {sorted(splits)})")
-    import datasets  # only here: the GPU machine lacks it
-
     out = []
-    for row in datasets.load_dataset(repo, config, split=splits[split]):
+    for row in load_hub_dataset(LOCAL_FILES, repo, config, split=splits[split]):
         s, t, positive = row_fn(row)
         if positive:
             out.append(Pair(clean_spaces(s), clean_spaces(t)) if clean else Pair(s, t))
@@ -206,13 +204,16 @@ def split_heldout(pairs: list[Pair], n_heldout: int, seed: int = 0) -> tuple[lis
 
 def read_squad_contexts(path) -> list[str]:
     """The paragraph contexts of an official SQuAD JSON file (v1.1 or v2.0)."""
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    doc = read_json(path)
     try:
-        return [p["context"] for article in doc["data"] for p in article["paragraphs"]]
+        contexts = [p["context"] for article in doc["data"] for p in article["paragraphs"]]
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: expected SQuAD JSON data[].paragraphs[].context ({e!r})") from e
+        raise UserError(f"not SQuAD JSON: no data[].paragraphs[].context ({e!r})", str(path),
+                        fix="give official SQuAD JSON files (train-v2.0.json, ...)") from None
+    if not all(isinstance(c, str) for c in contexts):
+        raise UserError("not SQuAD JSON: a context is not a string", str(path),
+                        fix="give official SQuAD JSON files (train-v2.0.json, ...)")
+    return contexts
 
 
 def unlabeled_text(pairs: Iterable[Pair], squad_paths: Iterable = ()) -> Iterator[str]:
@@ -232,15 +233,6 @@ def unlabeled_text(pairs: Iterable[Pair], squad_paths: Iterable = ()) -> Iterato
 
 # ----------------------------------------------------------------------------- featurize, collate
 
-def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids with the tokenizer's special tokens ([CLS] x [SEP] or <s> x </s>), cut to
-    max_length keeping the final end token."""
-    if max_length < 3:
-        raise ValueError(f"max_length: expected at least 3 (start, a token, end), got {max_length}")
-    return [e.ids if len(e.ids) <= max_length else e.ids[:max_length - 1] + e.ids[-1:]
-            for e in tokenizer.encode_batch(texts)]
-
-
 def to_labels(ids: list[int], decoder_start_token_id: int) -> list[int]:
     """Decoder targets for tokenized text: without a leading decoder start token, since the model
     shifts labels right behind it (a BERT warm start starts from [CLS]; BART from </s>, so its
@@ -249,16 +241,30 @@ def to_labels(ids: list[int], decoder_start_token_id: int) -> list[int]:
 
 
 def collate(sources: list[list[int]], labels: list[list[int]], pad_id: int) -> dict:
-    """Dynamic padding: input_ids, attention_mask [B, S] (pad_id, 0) and labels [B, T] (-100)."""
-    S, T = max(map(len, sources)), max(map(len, labels))
-    input_ids = torch.full((len(sources), S), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sources), S), dtype=torch.long)
-    out = torch.full((len(labels), T), -100, dtype=torch.long)
-    for i, (s, t) in enumerate(zip(sources, labels)):
-        input_ids[i, :len(s)] = torch.tensor(s)
-        attention_mask[i, :len(s)] = 1
-        out[i, :len(t)] = torch.tensor(t)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": out}
+    """Dynamic padding: input_ids [B, S] (pad_id), attention_mask [B, S] (None when nothing is padded)
+    and labels [B, T] (-100, which the loss ignores)."""
+    input_ids, mask = pad_batch(sources, pad_id)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": pad_batch(labels, -100)[0]}
+
+
+# ----------------------------------------------------------------------------- generation
+
+def paraphrase(model, tokenizer, texts: list[str], *, max_seq_length: int, batch_size: int,
+               amp_dtype: torch.dtype | None = None, progress: bool = False, **generation) -> list[list[str]]:
+    """Paraphrases of each text, in input order: num_return_sequences strings each (generation's
+    keywords go to model.generate), decoded without special tokens and cleaned by `clean_spaces`.
+    Texts are cut to max_seq_length tokens and batched by length on the model's device."""
+    ids = encode(tokenizer, texts, max_seq_length)
+    n = generation.get("num_return_sequences", 1)
+    out = [None] * len(ids)
+    with evaluating(model, amp_dtype) as device:
+        for idx in sorted_batches([len(x) for x in ids], batch_size, "Generating" if progress else None):
+            input_ids, mask = pad_batch([ids[i] for i in idx], model.config.pad_token_id)
+            gen = model.generate(input_ids.to(device), None if mask is None else mask.to(device), **generation)
+            decoded = [clean_spaces(t) for t in tokenizer.decode_batch(gen.tolist(), skip_special_tokens=True)]
+            for j, i in enumerate(idx):
+                out[i] = decoded[j * n:(j + 1) * n]
+    return out
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -296,15 +302,16 @@ def first_non_copy(source: str, candidates: list[str]) -> str:
 def rescore(path, field: str = "paraphrase", lowercase: bool = False) -> dict:
     """The metrics of a train_paraphrase.py generations.jsonl ({"source", "reference", field} per
     line) and of its copy baseline, with today's `clean_spaces` applied to every text first."""
+    columns = ["source", "reference", field]
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            row = json.loads(line)
-            if not all(isinstance(row.get(k), str) for k in ("source", "reference", field)):
-                raise ValueError(f"{path}, line {n}: expected string fields 'source', 'reference' and {field!r}")
-            texts.append([clean_spaces(row[k]) for k in ("source", "reference", field)])
+    for row in read_table(path, columns, kind="jsonl"):
+        for k in columns:
+            if not isinstance(row.values[k], str):
+                raise UserError("expected a string", where(path, row.line, k), row.values[k],
+                                "give a generations.jsonl written by train_paraphrase.py")
+        texts.append([clean_spaces(row.values[k]) for k in columns])
     if not texts:
-        raise ValueError(f"{path}: no generations")
+        raise UserError("no generations", str(path), fix="give a generations.jsonl written by train_paraphrase.py")
     src, ref, out = map(list, zip(*texts))
     return {"generations": str(path), "field": field, "bleu_lowercase": lowercase,
             "eval": paraphrase_metrics(src, ref, out, lowercase),

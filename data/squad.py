@@ -1,4 +1,5 @@
-"""SQuAD 1.1 / 2.0 for span extraction: read, sample, featurize into windows, collate, decode.
+"""SQuAD 1.1 / 2.0 for span extraction: read, sample, featurize into windows, collate, and answer
+questions (the best span over the windows, or no answer).
 
 Follows BERT's run_squad.py (Devlin et al. 2019, section 4.2-4.3) and Hugging Face's
 run_squad.py / run_qa.py: the input is "[CLS] question [SEP] context window [SEP]"; a context
@@ -6,13 +7,18 @@ longer than fits is cut into overlapping windows; each window is trained to poin
 span, or at [CLS] (position 0) when the answer is not fully inside it or there is none (SQuAD 2.0).
 Metrics live in data/squad_metrics.py.
 """
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from data.files import read_json, read_table, string_field, where
+from data.hub import load_hub_dataset
+from data.inference import evaluating, sorted_batches
+from data.tokens import pad_batch
+from minibert.cli import UserError
 
 
 @dataclass
@@ -38,43 +44,95 @@ class SquadFeature:
 
 # ----------------------------------------------------------------------------- reading
 
-def _get(obj, key: str, kind: type, where: str, path):
+def read_squad_file(path: str | Path) -> list[SquadExample]:
+    """SQuAD 1.1 or 2.0 by the file's extension: the official JSON (`.json`: train-v2.0.json,
+    dev-v1.1.json, ...) or JSONL in the flattened Hugging Face layout (`.jsonl`: one question a line,
+    {"id", "title", "context", "question", "answers": {"text": [...], "answer_start": [...]}}, no
+    answers when it is unanswerable). Every answer must be a non-empty span of its context at its
+    answer_start; question ids must be unique. Errors name the file and the question."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        located = _read_jsonl(path)
+    elif path.suffix.lower() == ".json":
+        located = _read_official(path)
+    else:
+        raise UserError("unknown SQuAD file format", str(path), path.suffix,
+                        "give the official JSON (.json) or the flattened JSONL layout (.jsonl)")
+    if not located:
+        raise UserError("no questions", str(path), fix="give a SQuAD file with at least one question")
+    first = {}
+    for ex, at in located:
+        if ex.id in first:
+            raise UserError("duplicate question id", f"{path}, {first[ex.id]} and {at}", ex.id,
+                            "give each question its own id")
+        first[ex.id] = at
+    return [ex for ex, _ in located]
+
+
+def _read_official(path: Path) -> list[tuple[SquadExample, str]]:
+    """-> (example, where it is) for each question of an official SQuAD JSON file."""
+    root, located = read_json(path), []
+    for i, article in enumerate(_get(root, "data", list, "the top level", path)):
+        for j, para in enumerate(_get(article, "paragraphs", list, f"data[{i}]", path)):
+            loc = f"data[{i}].paragraphs[{j}]"
+            context = _get(para, "context", str, loc, path)
+            for k, qa in enumerate(_get(para, "qas", list, loc, path)):
+                loc_q = f"{loc}.qas[{k}]"
+                qid = _get(qa, "id", str, loc_q, path)
+                answers = _get(qa, "answers", list, loc_q, path)
+                texts = [_get(a, "text", str, f"{loc_q}.answers[{n}]", path) for n, a in enumerate(answers)]
+                starts = [_get(a, "answer_start", int, f"{loc_q}.answers[{n}]", path) for n, a in enumerate(answers)]
+                impossible = qa.get("is_impossible", False)
+                if impossible is not bool(impossible) or impossible == bool(answers):
+                    raise UserError(f"{loc_q}: is_impossible is {impossible!r} but there are {len(answers)} answers",
+                                    str(path), fix="is_impossible is a bool, true exactly when there are no answers")
+                _check_spans(context, texts, starts, f"{loc_q}.", f"{path}, question {qid!r}")
+                located.append((SquadExample(qid, _get(qa, "question", str, loc_q, path), context, texts, starts,
+                                             impossible), loc_q))
+    return located
+
+
+def _get(obj, key: str, kind: type, loc: str, path):
     if not isinstance(obj, dict) or key not in obj:
-        raise ValueError(f"{path}: {where} has no field {key!r} (official SQuAD JSON format expected)")
+        raise UserError(f"{loc} has no field {key!r}", str(path), fix="give the official SQuAD JSON layout")
     value = obj[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"{path}: {where}.{key} must be {kind.__name__}, got {type(value).__name__}")
+        raise UserError(f"{loc}.{key} must be {kind.__name__}, got {type(value).__name__}", str(path),
+                        fix="give the official SQuAD JSON layout")
     return value
 
 
-def read_squad_file(path: str | Path) -> list[SquadExample]:
-    """Read an official SQuAD 1.1 or 2.0 JSON file (train-v2.0.json, dev-v1.1.json, ...)."""
-    path = Path(path)
-    try:
-        root = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    examples = []
-    for i, article in enumerate(_get(root, "data", list, "the top level", path)):
-        for j, para in enumerate(_get(article, "paragraphs", list, f"data[{i}]", path)):
-            where = f"data[{i}].paragraphs[{j}]"
-            context = _get(para, "context", str, where, path)
-            for k, qa in enumerate(_get(para, "qas", list, where, path)):
-                w = f"{where}.qas[{k}]"
-                answers = _get(qa, "answers", list, w, path)
-                texts = [_get(a, "text", str, f"{w}.answers[{n}]", path) for n, a in enumerate(answers)]
-                starts = [_get(a, "answer_start", int, f"{w}.answers[{n}]", path) for n, a in enumerate(answers)]
-                impossible = qa.get("is_impossible", False)
-                if impossible is not bool(impossible) or impossible == bool(answers):
-                    raise ValueError(f"{path}: {w}: is_impossible is {impossible!r} but there are "
-                                     f"{len(answers)} answers (expected a bool, true exactly when there are none)")
-                for n, (t, s) in enumerate(zip(texts, starts)):
-                    if context[s:s + len(t)] != t:
-                        raise ValueError(f"{path}: {w}.answers[{n}]: text {t!r} is not at answer_start {s} "
-                                         f"of the context")
-                examples.append(SquadExample(_get(qa, "id", str, w, path), _get(qa, "question", str, w, path),
-                                             context, texts, starts, impossible))
-    return examples
+def _read_jsonl(path: Path) -> list[tuple[SquadExample, str]]:
+    """-> (example, where it is) for each line of a flattened SQuAD JSONL file."""
+    located = []
+    for row in read_table(path, ["id", "context", "question", "answers"], kind="jsonl"):
+        qid, context, question = (string_field(path, row, c) for c in ("id", "context", "question"))
+        answers = row.values["answers"]
+        texts = answers.get("text") if isinstance(answers, dict) else None
+        starts = answers.get("answer_start") if isinstance(answers, dict) else None
+        if not (isinstance(texts, list) and isinstance(starts, list) and len(texts) == len(starts)
+                and all(isinstance(t, str) for t in texts)
+                and all(isinstance(s, int) and not isinstance(s, bool) for s in starts)):
+            raise UserError("malformed answers", where(path, row.line, "answers"), answers,
+                            'write {"text": [strings], "answer_start": [integers]}, as many of each '
+                            '(both empty for an unanswerable question)')
+        _check_spans(context, texts, starts, "", f"{where(path, row.line)}, question {qid!r}")
+        located.append((SquadExample(qid, question, context, texts, starts, not texts), f"line {row.line}"))
+    return located
+
+
+def _check_spans(context: str, texts: list[str], starts: list[int], loc: str, at: str) -> None:
+    """Each answer is a non-empty text found in the context at its answer_start."""
+    for n, (t, s) in enumerate(zip(texts, starts)):
+        if not t:
+            raise UserError(f"{loc}answers[{n}]: empty answer text", at,
+                            fix="give the answer's text, or no answers for an unanswerable question")
+        if not 0 <= s <= len(context) - len(t):
+            raise UserError(f"{loc}answers[{n}]: answer_start {s} puts the {len(t)}-character text {t!r} outside "
+                            f"the {len(context)}-character context", at, fix="answer_start is a character offset")
+        if context[s:s + len(t)] != t:
+            raise UserError(f"{loc}answers[{n}]: text {t!r} is not at answer_start {s} of the context", at,
+                            fix="answer_start is the character offset of the text in the context")
 
 
 def load_squad_hub(version: str, split: str) -> list[SquadExample]:
@@ -83,9 +141,9 @@ def load_squad_hub(version: str, split: str) -> list[SquadExample]:
     names = {"1.1": "rajpurkar/squad", "2.0": "rajpurkar/squad_v2"}
     if version not in names:
         raise ValueError(f"SQuAD version must be '1.1' or '2.0', got {version!r}")
-    import datasets  # only here: the GPU machine may lack it
-
-    rows = datasets.load_dataset(names[version], split=split)
+    files = "train-v2.0.json and dev-v2.0.json" if version == "2.0" else "train-v1.1.json and dev-v1.1.json"
+    rows = load_hub_dataset(f"pass --data-dir with {files} (from https://rajpurkar.github.io/SQuAD-explorer/)",
+                            names[version], split=split)
     return [SquadExample(r["id"], r["question"], r["context"], list(r["answers"]["text"]),
                          list(r["answers"]["answer_start"]), not r["answers"]["text"]) for r in rows]
 
@@ -121,12 +179,18 @@ def featurize(examples: list[SquadExample], tokenizer, max_seq_length: int = 384
               max_query_length: int = 64) -> list[SquadFeature]:
     """Tokenize (batched, each distinct context once) and cut into windows; the positions point at
     the first gold answer, or at [CLS] when it is not fully inside the window."""
+    for name, value in (("max_seq_length", max_seq_length), ("doc_stride", doc_stride),
+                        ("max_query_length", max_query_length)):
+        if not isinstance(value, int) or value < 1:
+            raise UserError(f"{name} must be a positive integer", name, value,
+                            "the defaults are max_seq_length 384, doc_stride 128, max_query_length 64")
     if tokenizer.truncation is not None or tokenizer.padding is not None:
         raise ValueError("featurize: the tokenizer must have truncation and padding off "
                          "(use minibert.checkpoint.load_tokenizer)")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
-        raise ValueError("featurize: the tokenizer has no [CLS] / [SEP] token (a BERT WordPiece tokenizer is expected)")
+        raise UserError("the tokenizer has no [CLS] or [SEP] token", "tokenizer",
+                        fix="SQuAD needs a BERT checkpoint's WordPiece tokenizer")
     contexts = list(dict.fromkeys(e.context for e in examples))
     encoded = {c: (np.array(enc.ids, dtype=np.int64), np.array(enc.offsets, dtype=np.int64).reshape(-1, 2))
                for c, enc in zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False))}
@@ -136,20 +200,21 @@ def featurize(examples: list[SquadExample], tokenizer, max_seq_length: int = 384
         q_ids = q.ids[:max_query_length]
         window = max_seq_length - len(q_ids) - 3  # [CLS], [SEP], [SEP]
         if window <= 0:
-            raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the context after "
-                             f"a {len(q_ids)}-token question (max_query_length {max_query_length})")
+            raise UserError(f"max_seq_length {max_seq_length} leaves no room for the context after "
+                            f"a {len(q_ids)}-token question", "max_seq_length", max_seq_length,
+                            f"make it larger than max_query_length + 3 ({max_query_length + 3})")
         ids, offsets = encoded[ex.context]
-        answer = None
+        gold = None
         if not ex.is_impossible:
             s = ex.answer_starts[0]
-            answer = _answer_tokens(offsets, s, s + len(ex.answer_texts[0]))
+            gold = _answer_tokens(offsets, s, s + len(ex.answer_texts[0]))
         head = np.array([cls_id, *q_ids, sep_id], dtype=np.int64)
         for w0 in window_starts(len(ids), window, doc_stride):
             w1 = min(w0 + window, len(ids))
             n = w1 - w0
             start = end = 0
-            if answer is not None and w0 <= answer[0] and answer[1] < w1:
-                start, end = answer[0] - w0 + len(head), answer[1] - w0 + len(head)
+            if gold is not None and w0 <= gold[0] and gold[1] < w1:
+                start, end = gold[0] - w0 + len(head), gold[1] - w0 + len(head)
             features.append(SquadFeature(
                 input_ids=np.concatenate([head, ids[w0:w1], [sep_id]]),
                 token_type_ids=np.repeat(np.array([0, 1]), [len(head), n + 1]),
@@ -160,33 +225,65 @@ def featurize(examples: list[SquadExample], tokenizer, max_seq_length: int = 384
 
 def collate(features: list[SquadFeature], pad_id: int = 0) -> dict:
     """Pad to the longest feature of the batch; attention_mask is None when nothing is padded."""
-    lengths = torch.tensor([len(f.input_ids) for f in features])
-    B, L = len(features), int(lengths.max())
-    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((B, L), dtype=torch.long)
-    for i, f in enumerate(features):
-        input_ids[i, :len(f.input_ids)] = torch.from_numpy(f.input_ids)
-        token_type_ids[i, :len(f.token_type_ids)] = torch.from_numpy(f.token_type_ids)
-    mask = None if bool((lengths == L).all()) else (torch.arange(L) < lengths[:, None]).long()  # [B, L]
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": mask,
-            "start_positions": torch.tensor([f.start_position for f in features]),
+    input_ids, mask = pad_batch([f.input_ids for f in features], pad_id)
+    return {"input_ids": input_ids, "token_type_ids": pad_batch([f.token_type_ids for f in features], 0)[0],
+            "attention_mask": mask, "start_positions": torch.tensor([f.start_position for f in features]),
             "end_positions": torch.tensor([f.end_position for f in features])}
 
 
-# ----------------------------------------------------------------------------- decoding
+# ----------------------------------------------------------------------------- answering
 
-def postprocess(examples: list[SquadExample], features: list[SquadFeature], start_logits, end_logits,
-                version_2: bool = True, n_best_size: int = 20, max_answer_length: int = 30,
-                null_threshold: float = 0.0) -> tuple[dict[str, str], dict[str, float]]:
-    """Best answer span per example over all its windows -> (predictions, null_odds).
+@dataclass
+class Answer:
+    """The answer to one question; context[start:end] == text."""
+    text: str  # "" for no answer
+    score: float  # start + end logit of the span; the null score when text is ""
+    start: int  # character offsets of the span in the context; 0, 0 for no answer
+    end: int
+    null_odds: float  # null score - best span score: what the official evaluate-v2.0.py reads as --na-prob-file
+
+
+def answer(model, tokenizer, examples: list[SquadExample], *, batch_size: int, version_2: bool, null_threshold: float,
+           max_seq_length: int = 384, doc_stride: int = 128, max_query_length: int = 64, n_best_size: int = 20,
+           max_answer_length: int = 30, amp_dtype: torch.dtype | None = None, progress: bool = False) -> list[Answer]:
+    """One Answer per example, in order: the context cut into windows (`featurize`), the start and
+    end logits of every window (`span_logits`), and the best span over the windows (`select_answers`).
+    The examples' gold answers are not used: new questions are SquadExample(id, question, context,
+    [], [], True)."""
+    features = featurize(examples, tokenizer, max_seq_length, doc_stride, max_query_length)
+    starts, ends = span_logits(model, features, batch_size=batch_size, amp_dtype=amp_dtype, progress=progress)
+    return select_answers(examples, features, starts, ends, version_2=version_2, n_best_size=n_best_size,
+                          max_answer_length=max_answer_length, null_threshold=null_threshold)
+
+
+def span_logits(model, features: list[SquadFeature], *, batch_size: int, amp_dtype: torch.dtype | None = None,
+                progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start and end logits (float32 arrays [L]) of every feature, in order, from batches of similar
+    length run on the model's device."""
+    starts, ends = [None] * len(features), [None] * len(features)
+    with evaluating(model, amp_dtype) as device:
+        for idx in sorted_batches([len(f.input_ids) for f in features], batch_size, "Answering" if progress else None):
+            b = collate([features[i] for i in idx], model.config.pad_token_id)
+            mask = None if b["attention_mask"] is None else b["attention_mask"].to(device)
+            s, e = model(b["input_ids"].to(device), mask, b["token_type_ids"].to(device))  # [B, L] each
+            s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
+            for row, i in enumerate(idx):
+                starts[i], ends[i] = s[row], e[row]
+    return starts, ends
+
+
+def select_answers(examples: list[SquadExample], features: list[SquadFeature], start_logits, end_logits, *,
+                   version_2: bool = True, n_best_size: int = 20, max_answer_length: int = 30,
+                   null_threshold: float = 0.0) -> list[Answer]:
+    """The best answer span of each example over all its windows.
 
     start_logits / end_logits: one 1-D array per feature (at least as long as the feature; padding
     is ignored). Candidates: the n_best_size highest start and end logits among context tokens
     (run_qa.py takes them over all tokens, then drops non-context ones, which can leave none),
     start <= end, at most max_answer_length tokens; score = start_logit + end_logit. The null score
     of an example is the lowest start_logit[0] + end_logit[0] over its windows. SQuAD 2.0 answers ""
-    when null score > best span score + null_threshold. null_odds[id] = null score - best span
-    score (+inf when no span is valid) is what the official evaluate-v2.0.py reads as --na-prob-file.
+    when null score > best span score + null_threshold; so does any version when no span is valid.
+    null_odds = null score - best span score (+inf when no span is valid).
     """
     best = {}  # example index -> (score, start char, end char)
     null = {}  # example index -> min null score
@@ -208,14 +305,14 @@ def postprocess(examples: list[SquadExample], features: list[SquadFeature], star
         a, b = np.unravel_index(np.argmax(score), score.shape)
         if np.isfinite(score[a, b]) and score[a, b] > best.get(i, (-np.inf,))[0]:
             best[i] = (score[a, b], int(f.offsets[starts[a], 0]), int(f.offsets[ends[b], 1]))
-    predictions, null_odds = {}, {}
+    answers = []
     for i, ex in enumerate(examples):
         if i not in null:
-            raise ValueError(f"postprocess: example {ex.id!r} (index {i}) has no feature")
+            raise ValueError(f"select_answers: example {ex.id!r} (index {i}) has no feature")
         score, c0, c1 = best.get(i, (-np.inf, 0, 0))
-        null_odds[ex.id] = float(null[i] - score)
-        answer = ex.context[c0:c1]
-        if version_2 and null[i] > score + null_threshold:
-            answer = ""
-        predictions[ex.id] = answer
-    return predictions, null_odds
+        odds = float(null[i] - score)
+        if (version_2 and null[i] > score + null_threshold) or not np.isfinite(score):
+            answers.append(Answer("", float(null[i]), 0, 0, odds))
+        else:
+            answers.append(Answer(ex.context[c0:c1], float(score), c0, c1, odds))
+    return answers

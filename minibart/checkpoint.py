@@ -19,34 +19,35 @@ from minibert.config import BertConfig
 
 from .config import BartConfig
 
-_LAYER = {  # per layer, HF module name -> ours; weight and bias each
-    "self_attn.q_proj": "self_attn.q",  # q, k, v fused into self_attn.qkv
-    "self_attn.k_proj": "self_attn.k",
-    "self_attn.v_proj": "self_attn.v",
-    "self_attn.out_proj": "self_attn.out",
-    "self_attn_layer_norm": "self_attn_layer_norm",
-    "fc1": "fc1",
-    "fc2": "fc2",
-    "final_layer_norm": "final_layer_norm",
+BART_KEY_MAP = {  # HF name (without "model.") -> ours (the same prefix) where they differ; "{}" = layer index.
+    # Every other name (embeddings, LayerNorms, fc1, fc2) is the same on both sides. Self-attention's q, k, v are
+    # then fused into self_attn.qkv, cross-attention's k, v into encoder_attn.kv (_fuse_attention).
+    "encoder.layers.{}.self_attn.q_proj.weight": "encoder.layers.{}.self_attn.q.weight",
+    "encoder.layers.{}.self_attn.q_proj.bias": "encoder.layers.{}.self_attn.q.bias",
+    "encoder.layers.{}.self_attn.k_proj.weight": "encoder.layers.{}.self_attn.k.weight",
+    "encoder.layers.{}.self_attn.k_proj.bias": "encoder.layers.{}.self_attn.k.bias",
+    "encoder.layers.{}.self_attn.v_proj.weight": "encoder.layers.{}.self_attn.v.weight",
+    "encoder.layers.{}.self_attn.v_proj.bias": "encoder.layers.{}.self_attn.v.bias",
+    "encoder.layers.{}.self_attn.out_proj.weight": "encoder.layers.{}.self_attn.out.weight",
+    "encoder.layers.{}.self_attn.out_proj.bias": "encoder.layers.{}.self_attn.out.bias",
+    "decoder.layers.{}.self_attn.q_proj.weight": "decoder.layers.{}.self_attn.q.weight",
+    "decoder.layers.{}.self_attn.q_proj.bias": "decoder.layers.{}.self_attn.q.bias",
+    "decoder.layers.{}.self_attn.k_proj.weight": "decoder.layers.{}.self_attn.k.weight",
+    "decoder.layers.{}.self_attn.k_proj.bias": "decoder.layers.{}.self_attn.k.bias",
+    "decoder.layers.{}.self_attn.v_proj.weight": "decoder.layers.{}.self_attn.v.weight",
+    "decoder.layers.{}.self_attn.v_proj.bias": "decoder.layers.{}.self_attn.v.bias",
+    "decoder.layers.{}.self_attn.out_proj.weight": "decoder.layers.{}.self_attn.out.weight",
+    "decoder.layers.{}.self_attn.out_proj.bias": "decoder.layers.{}.self_attn.out.bias",
+    "decoder.layers.{}.encoder_attn.q_proj.weight": "decoder.layers.{}.encoder_attn.q.weight",
+    "decoder.layers.{}.encoder_attn.q_proj.bias": "decoder.layers.{}.encoder_attn.q.bias",
+    "decoder.layers.{}.encoder_attn.k_proj.weight": "decoder.layers.{}.encoder_attn.k.weight",
+    "decoder.layers.{}.encoder_attn.k_proj.bias": "decoder.layers.{}.encoder_attn.k.bias",
+    "decoder.layers.{}.encoder_attn.v_proj.weight": "decoder.layers.{}.encoder_attn.v.weight",
+    "decoder.layers.{}.encoder_attn.v_proj.bias": "decoder.layers.{}.encoder_attn.v.bias",
+    "decoder.layers.{}.encoder_attn.out_proj.weight": "decoder.layers.{}.encoder_attn.out.weight",
+    "decoder.layers.{}.encoder_attn.out_proj.bias": "decoder.layers.{}.encoder_attn.out.bias",
 }
-_CROSS = {  # decoder layers only
-    "encoder_attn.q_proj": "encoder_attn.q",
-    "encoder_attn.k_proj": "encoder_attn.k",  # k, v fused into encoder_attn.kv
-    "encoder_attn.v_proj": "encoder_attn.v",
-    "encoder_attn.out_proj": "encoder_attn.out",
-    "encoder_attn_layer_norm": "encoder_attn_layer_norm",
-}
-_STACK = ("embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias")
 EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
-
-BART_KEY_MAP = {  # HF name without "model." -> ours (the same prefix rule applies to ours)
-    **{k: k for k in EMBEDDINGS},
-    **{f"{side}.{k}": f"{side}.{k}" for side in ("encoder", "decoder") for k in _STACK},
-    **{f"encoder.layers.{{}}.{hf}.{p}": f"encoder.layers.{{}}.{ours}.{p}"
-       for hf, ours in _LAYER.items() for p in ("weight", "bias")},
-    **{f"decoder.layers.{{}}.{hf}.{p}": f"decoder.layers.{{}}.{ours}.{p}"
-       for hf, ours in {**_LAYER, **_CROSS}.items() for p in ("weight", "bias")},
-}
 BART_IGNORED = re.compile(r"^((encoder|decoder)\.version|.*position_ids)$")  # fairseq / HF leftovers
 
 
@@ -106,7 +107,8 @@ class BartPretrainedMixin(PretrainedMixin):
 
     @classmethod
     def read_hf_config(cls, folder: Path) -> BartConfig:
-        return BartConfig.from_hf_dict(read_config(folder), read_config(folder, "generation_config.json", False))
+        return BartConfig.from_hf_dict(read_config(folder), read_config(folder, "generation_config.json", False),
+                                       source=str(Path(folder) / "config.json"))
 
     def from_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         return bart_from_hf(state_dict, self.config.tie_word_embeddings)
@@ -181,7 +183,7 @@ def bert_to_bart_state(bert: dict[str, Tensor], n_layers: int) -> dict[str, Tens
 
 def bart_from_bert(folder: Path) -> tuple[BartConfig, dict[str, Tensor]]:
     """A BERT checkpoint folder -> (BartConfig, our BART state dict) for the warm start."""
-    bert_config = BertConfig.from_hf_dict(read_config(folder))
+    bert_config = BertConfig.from_hf_dict(read_config(folder), source=str(Path(folder) / "config.json"))
     tok = load_tokenizer(folder)
     ids = {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
     if None in ids.values():

@@ -1,5 +1,11 @@
 """BART hyper-parameters, read from and written to Hugging Face's config.json and generation_config.json."""
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import InitVar, asdict, dataclass, field, fields
+from pathlib import Path
+
+from minibert.cli import UserError
+from minibert.config import (DROPOUT, NON_NEGATIVE, POSITIVE, SCALE, STD, Rule, check_config, head_count, one_of,
+                             token_id)
 
 # transformers' global generation defaults (GenerationConfig._get_default_generation_params), used for
 # every generation field left at None by the checkpoint and by the caller.
@@ -9,6 +15,15 @@ GENERATION_DEFAULTS = dict(max_length=20, max_new_tokens=None, min_length=0, num
 # special tokens that also live in generation_config.json
 GENERATION_TOKENS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
                      "forced_bos_token_id", "forced_eos_token_id")
+# each generation setting's range, wherever it is set: config, generation_config.json, a generate() argument
+GENERATION_RULES: dict[str, Rule] = {
+    "max_length": (lambda v: v >= 2, "an integer >= 2 (the decoder start token and one more)"),
+    "max_new_tokens": POSITIVE, "min_length": NON_NEGATIVE, "num_beams": POSITIVE,
+    "length_penalty": (math.isfinite, "a finite number"),
+    "early_stopping": one_of(True, False, "never"),
+    "no_repeat_ngram_size": NON_NEGATIVE, "encoder_no_repeat_ngram_size": NON_NEGATIVE, "top_k": NON_NEGATIVE,
+    "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1]"), "temperature": SCALE, "num_return_sequences": POSITIVE,
+}
 _NOT_HF = ("extra", "attn_implementation", *GENERATION_DEFAULTS)  # fields config.json does not hold
 _WRITTEN_ON_SAVE = ("model_type", "is_encoder_decoder", "architectures", "torch_dtype", "dtype",
                     "transformers_version", "_from_model_config")  # not kept in `extra`
@@ -55,30 +70,38 @@ class BartConfig:
     temperature: float | None = None
     num_return_sequences: int | None = None
     extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
+    source: InitVar[str] = "BartConfig"  # where the values come from (config.json's path), for error messages
 
-    def __post_init__(self):
-        for side in ("encoder", "decoder"):
-            heads = getattr(self, f"{side}_attention_heads")
-            if self.d_model % heads:
-                raise ValueError(f"d_model {self.d_model} is not a multiple of {side}_attention_heads {heads}")
-        if self.activation_function != "gelu":
-            raise ValueError(f"activation_function {self.activation_function!r} is not supported (only 'gelu')")
-        if self.attn_implementation not in ("sdpa", "math"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'math', got {self.attn_implementation!r}")
-        for name in ("eos_token_id", "forced_eos_token_id"):
-            if isinstance(getattr(self, name), (list, tuple)):
-                raise ValueError(f"{name} must be one token id, got {getattr(self, name)!r}")
+    def __post_init__(self, source: str):
+        sizes = ("vocab_size", "max_position_embeddings", "d_model", "encoder_layers", "encoder_ffn_dim",
+                 "decoder_layers", "decoder_ffn_dim")
+        tokens = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "forced_bos_token_id",
+                  "forced_eos_token_id")
+        check_config(BartConfig, vars(self), {
+            **dict.fromkeys(sizes, POSITIVE),
+            **{f"{side}_attention_heads": head_count("d_model", self.d_model) for side in ("encoder", "decoder")},
+            **dict.fromkeys(("dropout", "attention_dropout", "activation_dropout"), DROPOUT),
+            "layer_norm_eps": SCALE, "init_std": STD,
+            **dict.fromkeys(tokens, token_id(self.vocab_size)),
+            "activation_function": one_of("gelu"), "attn_implementation": one_of("sdpa", "math"),
+            **GENERATION_RULES,
+        }, source)
 
     @classmethod
-    def from_hf_dict(cls, d: dict, generation: dict | None = None) -> "BartConfig":
-        """config.json (and generation_config.json, whose values win, as in transformers 5) -> BartConfig."""
+    def from_hf_dict(cls, d: dict, generation: dict | None = None, source: str = "config.json") -> "BartConfig":
+        """config.json (and generation_config.json, whose values win, as in transformers 5) -> BartConfig.
+        Errors name `source` (config.json's path), the field and the value; generation_config.json's own
+        settings are checked first, naming that file."""
         if d.get("model_type", "bart") != "bart":
-            raise ValueError(f"config.json has model_type {d['model_type']!r}, expected 'bart'")
+            raise UserError("unsupported config value", f"{source}: model_type", d["model_type"],
+                            "BartConfig supports only 'bart'")
         names = {f.name for f in fields(cls)} - {"extra", "attn_implementation"}
-        d = {**d, **{k: v for k, v in (generation or {}).items() if k in names}}
+        generation = {k: v for k, v in (generation or {}).items() if k in names}
+        check_config(cls, generation, GENERATION_RULES, str(Path(source).with_name("generation_config.json")))
+        d = {**d, **generation}
         kw = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names and k not in _WRITTEN_ON_SAVE}
-        return cls(**kw, extra=extra)
+        return cls(**kw, extra=extra, source=source)
 
     def to_hf_dict(self) -> dict:
         """The config.json dict (generation settings go to generation_config.json, as transformers 5 wants)."""

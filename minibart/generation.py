@@ -6,15 +6,23 @@ and beam search keeps its hypotheses in one tensor structure (`Beams`), per sour
 exactly as transformers' vectorized beam search does, so both return the same token ids.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import GENERATION_DEFAULTS, BartConfig
+from minibert.cli import UserError
+from minibert.config import InvalidValue, check_values, token_id
+
+from .config import GENERATION_DEFAULTS, GENERATION_RULES, BartConfig
 
 TOKENS = ("decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id")
+ARGUMENT_TYPES = {f.name: f.type for f in fields(BartConfig) if f.name in (*GENERATION_DEFAULTS, *TOKENS)}
+START_LENGTH = 1  # the decoder start token, counted in max_length
+MIN_TEMPERATURE = 1e-30  # below it sampling takes its limit, greedy (see `scale`): scores / t could overflow
+EXCLUDED = -1.0e9  # transformers' score for "no candidate" (placeholder beams, ended or disqualified ones): finite,
+#                    so that sums with it keep the order transformers' top-k sees
 
 
 @dataclass(frozen=True)
@@ -39,55 +47,81 @@ class Settings:
     pad_token_id: int
 
 
-def resolve_settings(config: BartConfig, **kwargs) -> Settings:
-    """Merge arguments with the config's generation defaults and check them (ValueError names the argument)."""
-    unknown = set(kwargs) - set(GENERATION_DEFAULTS) - set(TOKENS)
+def check_generation_args(config: BartConfig | None = None, **kwargs) -> dict:
+    """generate()'s arguments, merged (the caller's value, else the config's, else transformers' default) and
+    checked without running a model, so that a script can check its flags at start-up.
+
+    A bad one is an InvalidValue (a UserError) whose `name`, `value` and `valid` say which argument, its value
+    and what would do (a script maps the name to its flag: top_p -> --top-p). Without a config, the checks that
+    need the model (token ids within its vocabulary, max_length within its positions) wait for generate().
+    """
+    unknown = set(kwargs) - set(ARGUMENT_TYPES)
     if unknown:
-        raise ValueError(f"generate() got unknown arguments {sorted(unknown)}; it accepts "
-                         f"{sorted(set(GENERATION_DEFAULTS) | set(TOKENS))}")
+        raise UserError("unknown generate() argument", ", ".join(sorted(unknown)), fix=f"use {sorted(ARGUMENT_TYPES)}")
 
     def pick(name):
-        for value in (kwargs.get(name), getattr(config, name), GENERATION_DEFAULTS.get(name)):
+        for value in (kwargs.get(name), getattr(config, name, None), GENERATION_DEFAULTS.get(name)):
             if value is not None:
                 return value
 
-    g = {name: pick(name) for name in (*GENERATION_DEFAULTS, *TOKENS)}
-    max_new_tokens = g.pop("max_new_tokens")
-    start_length = 1
-    if max_new_tokens is not None:  # wins over max_length, as in transformers
-        if max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be > 0, got {max_new_tokens}")
-        g["max_length"] = max_new_tokens + start_length
-    elif kwargs.get("max_length") is None and config.max_length is None:  # HF: 20 new tokens, within the positions
-        g["max_length"] = min(g["max_length"] + start_length, config.max_position_embeddings)
-    s = Settings(**g, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
-    _check(s, start_length, config.vocab_size)
-    return s
+    def where(name: str) -> str:
+        return name if kwargs.get(name) is not None else f"{name}, from the model config"
+
+    def bad(name: str, valid: str):
+        raise InvalidValue("bad generate() argument", where(name), name, g[name], valid)
+
+    g = {name: pick(name) for name in ARGUMENT_TYPES}
+    rules = {**GENERATION_RULES, **(dict.fromkeys(TOKENS, token_id(config.vocab_size)) if config else {})}
+    check_values({k: v for k, v in g.items() if v is not None}, ARGUMENT_TYPES, rules, "bad generate() argument",
+                 where)
+    if g["num_return_sequences"] > 1 and g["num_beams"] == 1 and not g["do_sample"]:
+        bad("num_return_sequences", "1, or num_beams > 1 or do_sample=True")
+    if g["num_beams"] > 1 and g["num_return_sequences"] > g["num_beams"]:
+        bad("num_return_sequences", f"at most num_beams ({g['num_beams']})")
+    if g["do_sample"] and g["num_beams"] > 1 and g["temperature"] < MIN_TEMPERATURE:  # greedy sampling takes the limit
+        bad("temperature", f"a number >= {MIN_TEMPERATURE} for beam sampling (or do_sample=False: beam search)")
+    positions = config.max_position_embeddings if config else math.inf
+    if g["max_new_tokens"] is not None:  # wins over max_length, as in transformers
+        g["max_length"] = g["max_new_tokens"] + START_LENGTH
+    elif kwargs.get("max_length") is None and getattr(config, "max_length", None) is None:
+        g["max_length"] = min(g["max_length"] + START_LENGTH, positions)  # HF: 20 new tokens, within the positions
+    if g["max_length"] - START_LENGTH > positions:  # the decoder reads all but the last token
+        name = "max_length" if g["max_new_tokens"] is None else "max_new_tokens"
+        limit = positions + START_LENGTH if name == "max_length" else positions
+        bad(name, f"at most {limit}: the decoder has {positions} positions")
+    return g
 
 
-def _check(s: Settings, start_length: int, vocab_size: int) -> None:
-    if s.max_length <= start_length:
-        raise ValueError(f"max_length ({s.max_length}) must exceed the decoder start length ({start_length})")
-    for name in ("min_length", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "top_k"):
-        if not isinstance(getattr(s, name), int) or getattr(s, name) < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {getattr(s, name)!r}")
-    for name in ("num_beams", "num_return_sequences"):
-        if not isinstance(getattr(s, name), int) or getattr(s, name) < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {getattr(s, name)!r}")
-    if not 0 < s.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {s.top_p}")
-    if not s.temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {s.temperature} (for greedy decoding use do_sample=False)")
-    if s.early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {s.early_stopping!r}")
-    if s.num_return_sequences > 1 and s.num_beams == 1 and not s.do_sample:
-        raise ValueError(f"num_return_sequences ({s.num_return_sequences}) > 1 needs num_beams > 1 or do_sample=True")
-    if s.num_beams > 1 and s.num_return_sequences > s.num_beams:
-        raise ValueError(f"num_return_sequences ({s.num_return_sequences}) must be <= num_beams ({s.num_beams})")
-    for name in TOKENS:
-        token = getattr(s, name)
-        if token is not None and not 0 <= token < vocab_size:
-            raise ValueError(f"{name} {token} is not a token id of a {vocab_size}-word vocabulary")
+def resolve_settings(config: BartConfig, **kwargs) -> Settings:
+    """The Settings of a generate() call (check_generation_args, with the model's config)."""
+    g = check_generation_args(config, **kwargs)
+    del g["max_new_tokens"]
+    return Settings(**g, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
+
+
+def check_inputs(config: BartConfig, input_ids: Tensor, attention_mask: Tensor | None) -> None:
+    """UserErrors naming input_ids or attention_mask: not a batch of token ids, an empty source (no token at all, or
+    a row whose mask is all 0), a source longer than the encoder's positions, an id outside the vocabulary."""
+    if input_ids.dim() != 2 or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise UserError("not a batch of token ids", "input_ids", f"{input_ids.dtype} {tuple(input_ids.shape)}",
+                        "pass integer ids of shape [batch, length]")
+    if input_ids.numel() == 0:
+        raise UserError("empty source", "input_ids", tuple(input_ids.shape), "pass at least one token per source")
+    if input_ids.size(1) > config.max_position_embeddings:
+        raise UserError("source longer than the encoder's positions", "input_ids", input_ids.size(1),
+                        f"truncate it to max_position_embeddings ({config.max_position_embeddings}) tokens")
+    low, high = torch.stack([input_ids.min(), input_ids.max()]).tolist()
+    if low < 0 or high >= config.vocab_size:
+        raise UserError("token id outside the vocabulary", "input_ids", low if low < 0 else high,
+                        f"use ids in [0, {config.vocab_size})")
+    if attention_mask is None:
+        return
+    if attention_mask.shape != input_ids.shape:
+        raise UserError("attention_mask does not match input_ids", "attention_mask", tuple(attention_mask.shape),
+                        f"give it input_ids' shape {tuple(input_ids.shape)}")
+    empty = (~attention_mask.bool().any(-1)).nonzero()
+    if len(empty):
+        raise UserError("empty source", f"attention_mask row {int(empty[0])}", fix="give every source a real token")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +167,15 @@ def force_token(scores: Tensor, token: int) -> Tensor:
     return forced
 
 
+def scale(scores: Tensor, temperature: float) -> Tensor:
+    """scores / temperature (HF's temperature warper). As it tends to 0, sampling tends to greedy decoding (among
+    tied best tokens, uniformly); below MIN_TEMPERATURE, where the division could overflow to inf (and softmax
+    to NaN), that limit: the best scores and their ties stay, every other one is -inf."""
+    if temperature >= MIN_TEMPERATURE:
+        return scores / temperature
+    return scores.masked_fill(scores < scores.amax(-1, keepdim=True), -math.inf)
+
+
 def top_k_filter(scores: Tensor, k: int, keep: int = 1) -> Tensor:
     """Keep the k best scores (at least `keep`), and their ties."""
     k = min(max(k, keep), scores.size(-1))
@@ -167,7 +210,7 @@ def process(ids: Tensor, scores: Tensor, s: Settings, source_ngrams: Tensor | No
     if s.do_sample:
         keep = 2 if s.num_beams > 1 else 1  # beams keep one token besides EOS to continue with
         if s.temperature != 1.0:
-            scores = scores / s.temperature
+            scores = scale(scores, s.temperature)
         if s.top_k != 0:
             scores = top_k_filter(scores, s.top_k, keep)
         if s.top_p < 1.0:
@@ -279,8 +322,8 @@ class Beams:
         seqs = ids.new_full((B, K, max_length), fill)
         seqs[:, :, :t] = ids.view(B, K, t)
         scores = torch.zeros(B, K, device=ids.device)
-        scores[:, 1:] = -1e9
-        return cls(seqs, scores, seqs.clone(), torch.full_like(scores, -1e9),
+        scores[:, 1:] = EXCLUDED
+        return cls(seqs, scores, seqs.clone(), torch.full_like(scores, EXCLUDED),
                    torch.zeros(B, K, dtype=torch.bool, device=ids.device), torch.zeros_like(seqs[..., 0]),
                    torch.ones(B, 1, dtype=torch.bool, device=ids.device))
 
@@ -333,16 +376,16 @@ def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Setti
         ends |= token == s.eos_token_id
 
     # open beams: the best K continuations that did not end
-    open_scores = cand_scores + ends.to(torch.float32) * -1.0e9
+    open_scores = cand_scores + ends.to(torch.float32) * EXCLUDED
     keep = open_scores.topk(K)[1]
     flat_origin = (gather_beams(origin, keep) + torch.arange(B, device=token.device)[:, None] * K).flatten()
 
     # finished: merge the ended top-K continuations into the K best finished so far
     ended = ends & (torch.arange(2 * K, device=token.device) < K)
     final = cand_scores / ((t + 1 - prompt_len) ** s.length_penalty)
-    final += (beams.done.all(-1, keepdim=True) & (s.early_stopping is True)).to(torch.float32) * -1.0e9
-    final += (~beams.improvable).to(torch.float32) * -1.0e9
-    final += (~ended) * -1.0e9
+    final += (beams.done.all(-1, keepdim=True) & (s.early_stopping is True)).to(torch.float32) * EXCLUDED
+    final += (~beams.improvable).to(torch.float32) * EXCLUDED
+    final += (~ended) * EXCLUDED
     best = torch.cat((beams.done_scores, final), dim=1).topk(K)[1]
     length = torch.full_like(token, t + 1 - prompt_len)
     beams = Beams(seqs=gather_beams(cand_seqs, keep), scores=gather_beams(open_scores, keep),
@@ -362,7 +405,7 @@ def still_improvable(beams: Beams, t: int, prompt_len: int, s: Settings) -> Tens
     """
     length = (s.max_length if s.early_stopping == "never" and s.length_penalty > 0.0 else t) - prompt_len
     best_open = beams.scores[:, :1] / (length ** s.length_penalty)
-    worst_done = torch.where(beams.done, beams.done_scores.min(dim=1, keepdim=True)[0], -1.0e9)
+    worst_done = torch.where(beams.done, beams.done_scores.min(dim=1, keepdim=True)[0], EXCLUDED)
     return beams.improvable & (best_open > worst_done).any(-1, keepdim=True)
 
 
@@ -403,18 +446,18 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     Arguments (default: the model config's generation settings, else transformers' defaults):
     max_length, max_new_tokens, min_length, num_beams, length_penalty, early_stopping (True, False
     or "never"), no_repeat_ngram_size, encoder_no_repeat_ngram_size (no n-gram of the source in the
-    output: against copying), do_sample, top_k, top_p, temperature, num_return_sequences,
-    decoder_start_token_id, forced_bos_token_id, forced_eos_token_id.
+    output: against copying), do_sample, top_k, top_p, temperature (sampling below MIN_TEMPERATURE is
+    greedy, its limit), num_return_sequences, decoder_start_token_id, forced_bos_token_id, forced_eos_token_id.
+
+    Bad arguments (check_generation_args), then bad inputs (check_inputs), are UserErrors naming them.
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
-    if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}")
     s = resolve_settings(model.config, **kwargs)
+    check_inputs(model.config, input_ids, attention_mask)
     if cuda_graph is None:
         cuda_graph = input_ids.is_cuda
     elif cuda_graph and not input_ids.is_cuda:
-        raise ValueError(f"cuda_graph=True needs input_ids on a CUDA device, got {input_ids.device}")
+        raise UserError("a CUDA graph needs a CUDA device", "cuda_graph", True,
+                        f"input_ids are on {input_ids.device}: move them and the model to CUDA, or leave it unset")
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # nothing padded: no mask, the fast attention kernels
     copies = max(s.num_beams, s.num_return_sequences)  # sequences per source, sharing its cross-attention K/V

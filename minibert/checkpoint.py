@@ -18,6 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .cli import UserError
+
 log = logging.getLogger("minibert")
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -73,9 +75,12 @@ def read_config(folder: Path, name: str = "config.json", required: bool = True) 
             return {}
         raise FileNotFoundError(f"{folder} has no {name}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError("not a valid JSON file", str(path), fix=f"repair or replace it ({e})") from None
+    if not isinstance(d, dict):
+        raise UserError("not a JSON object", str(path), fix="a checkpoint's config files hold {...}")
+    return d
 
 
 def read_state_dict(folder: Path) -> dict[str, Tensor]:
@@ -144,9 +149,10 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
     """Copy `state` (our key names) into `model`, casting to the parameters' dtype.
 
     The checkpoint may hold the base model bare ("embeddings...") or prefixed ("bert.embeddings...").
-    Weights of other task heads are dropped with a note; this model's own head, when absent, keeps its
-    fresh initialization (reported, as HF does); anything else missing, unexpected or of the wrong
-    shape is an error naming the keys (a missing one by our name and by the HF name it maps from).
+    Weights of heads this model lacks are dropped (a QA model ignores a classifier's pooler and head); this
+    model's own heads, when absent, keep their fresh initialization (reported, as HF does); anything else
+    missing, unexpected or of the wrong shape is an error naming the keys (a missing one by our name and by
+    the HF name it maps from).
     """
     expected = model.state_dict()
     matched, unexpected = {}, []
@@ -190,11 +196,18 @@ class PretrainedMixin:
 
     @property
     def own_heads(self) -> tuple[str, ...]:
-        return tuple(n + "." for n, _ in self.named_children() if n + "." in self.other_heads)
+        """The prefixes (our names) of this model's heads, e.g. ("bert.pooler.", "classifier.")."""
+        return tuple(n + "." for n, _ in self.named_modules()
+                     if n and (n + ".").removeprefix(self.base_prefix) in self.other_heads)
 
     @classmethod
     def read_hf_config(cls, folder: Path):
-        return cls.config_class.from_hf_dict(read_config(folder))
+        return cls.config_class.from_hf_dict(read_config(folder), source=str(Path(folder) / "config.json"))
+
+    @classmethod
+    def for_checkpoint(cls, config, hf_state_dict: dict[str, Tensor]):
+        """The model to load `hf_state_dict` into (a class whose optional parts follow the checkpoint overrides it)."""
+        return cls(config)
 
     @classmethod
     def from_pretrained(cls, name_or_path, dtype: torch.dtype = torch.float32, **config_overrides):
@@ -204,9 +217,9 @@ class PretrainedMixin:
             config = dataclasses.replace(config, **config_overrides)
         except TypeError as e:
             raise ValueError(f"unknown config override for {cls.config_class.__name__}: {e}") from None
-        model = cls(config)
-        load_converted(model, model.from_hf(read_state_dict(folder)), str(folder), cls.base_prefix,
-                       cls.other_heads, model.own_heads)
+        state = read_state_dict(folder)  # only once the config is known to be valid
+        model = cls.for_checkpoint(config, state)
+        load_converted(model, model.from_hf(state), str(folder), cls.base_prefix, cls.other_heads, model.own_heads)
         return model.to(dtype).eval()  # as HF: dropout off until the caller asks for .train()
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -220,7 +233,7 @@ class PretrainedMixin:
 # BERT key map
 # ---------------------------------------------------------------------------------------------
 
-BERT_KEY_MAP = {  # HF name (without "bert.") -> ours; "{}" = layer index
+BERT_KEY_MAP = {  # HF name (without "bert.") -> ours (with the same prefix); "{}" = layer index
     "embeddings.word_embeddings.weight": "embeddings.word.weight",
     "embeddings.position_embeddings.weight": "embeddings.position.weight",
     "embeddings.token_type_embeddings.weight": "embeddings.token_type.weight",
@@ -242,15 +255,9 @@ BERT_KEY_MAP = {  # HF name (without "bert.") -> ours; "{}" = layer index
     "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
     "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
     "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
-}
-BERT_HEAD_MAP = {  # heads sit outside our encoder; HF keeps the pooler inside "bert."
-    "pooler.dense.weight": "pooler.weight",
+    "pooler.dense.weight": "pooler.weight",  # optional (BertModel's add_pooling_layer)
     "pooler.dense.bias": "pooler.bias",
-    "qa_outputs.weight": "qa_outputs.weight",
-    "qa_outputs.bias": "qa_outputs.bias",
-    "classifier.weight": "classifier.weight",
-    "classifier.bias": "classifier.bias",
-}
+}  # the task heads (qa_outputs, classifier) have the same names on both sides
 BERT_IGNORED = re.compile(r"^(cls\.|.*position_ids$)")  # pre-training heads, buffers
 
 
@@ -294,27 +301,19 @@ def bert_from_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         bare = key.removeprefix("bert.")
         if BERT_IGNORED.match(bare):
             continue
-        if (new := rename(bare, BERT_KEY_MAP)) is not None:
-            out[key[: len(key) - len(bare)] + new] = value
-        else:
-            out[BERT_HEAD_MAP.get(bare, key)] = value
+        new = rename(bare, BERT_KEY_MAP)
+        out[key if new is None else key[: len(key) - len(bare)] + new] = value
     return fuse(out, ("q", "k", "v"), "qkv")
 
 
 def bert_to_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """Ours -> HF names. A bare encoder (BertModel) gives bare keys; a model with a head gives "bert." ones."""
     inverse = {v: k for k, v in BERT_KEY_MAP.items()}
-    head_inverse = {v: k for k, v in BERT_HEAD_MAP.items()}
-    prefixed = any(k.startswith("bert.") for k in state_dict)
     out = {}
     for key, value in unfuse(state_dict, "qkv", ("q", "k", "v")).items():
         bare = key.removeprefix("bert.")
-        if (new := rename(bare, inverse)) is not None:
-            out[key[: len(key) - len(bare)] + new] = value
-        elif key.startswith("pooler."):
-            out[("bert." if prefixed else "") + head_inverse[key]] = value
-        else:
-            out[head_inverse.get(key, key)] = value
+        new = rename(bare, inverse)
+        out[key if new is None else key[: len(key) - len(bare)] + new] = value
     return out
 
 
@@ -331,7 +330,7 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     if (folder / "tokenizer.json").exists():
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     elif (folder / "vocab.txt").exists():
-        cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").exists() else {}
+        cfg = read_config(folder, "tokenizer_config.json", required=False)
         tok = Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.get("do_lower_case", True))
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -88,16 +88,26 @@ class BertPreTrainedModel(PretrainedMixin, nn.Module):
 
 
 class BertModel(BertPreTrainedModel):
-    """ids [B, L] -> last hidden states [B, L, H]. attention_mask [B, L]: 1 = token, 0 = padding."""
+    """ids [B, L] -> last hidden states [B, L, H]. attention_mask [B, L]: 1 = token, 0 = padding.
+
+    The pooler, tanh(W h_[CLS] + b) (`pool`), is the part of BERT that next-sentence prediction trained;
+    the sequence classifier reads it. Like HF's `add_pooling_layer`, it is optional: from_pretrained gives
+    a BertModel one exactly when the checkpoint has one, so that saving it again loses nothing.
+    """
 
     hf_architecture = "BertModel"
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
         self.init_weights()
+
+    @classmethod
+    def for_checkpoint(cls, config: BertConfig, hf_state_dict: dict[str, Tensor]) -> "BertModel":
+        return cls(config, add_pooling_layer=any(k.removeprefix("bert.").startswith("pooler.") for k in hf_state_dict))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Tensor:
@@ -106,6 +116,10 @@ class BertModel(BertPreTrainedModel):
         for layer in self.layers:
             x = layer(x, mask)
         return x
+
+    def pool(self, hidden: Tensor) -> Tensor:
+        """Last hidden states [B, L, H] -> tanh(W h_[CLS] + b) [B, H] (Devlin et al. 2019, section 3)."""
+        return torch.tanh(self.pooler(hidden[:, 0]))
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):
@@ -117,7 +131,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config)
+        self.bert = BertModel(config, add_pooling_layer=False)  # as HF: span scores read every token, not [CLS]
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
@@ -137,7 +151,7 @@ def qa_loss(start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, e
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
-    """Sentence classification: pooler tanh(W h_[CLS] + b), dropout, then a linear classifier."""
+    """Sentence classification: the encoder's pooler (BertModel.pool), dropout, then a linear classifier."""
 
     hf_architecture = "BertForSequenceClassification"
 
@@ -145,7 +159,6 @@ class BertForSequenceClassification(BertPreTrainedModel):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
-        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.drop = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -153,5 +166,5 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Tensor:
-        h = self.bert(input_ids, attention_mask, token_type_ids)[:, 0]  # [B, H], the [CLS] token
-        return self.classifier(self.drop(torch.tanh(self.pooler(h)))).float()  # [B, num_labels]
+        pooled = self.bert.pool(self.bert(input_ids, attention_mask, token_type_ids))  # [B, H]
+        return self.classifier(self.drop(pooled)).float()  # [B, num_labels]

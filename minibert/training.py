@@ -1,490 +1,412 @@
 """The training loop the three scripts share (train_cola.py, train_squad.py, train_paraphrase.py).
 
-Nothing task-specific lives here: a script builds its data and model, says how to turn a batch into
-a loss, and calls `fit`. Public API:
+Nothing task-specific lives here: a script builds its data and model, says how a batch becomes a loss,
+and calls `fit`:
 
-    add_training_args(parser, **defaults)          the common command-line options
-    TrainConfig.from_args(args)                    those options as a dataclass
-    set_seed(seed); pick_device(name) -> device; autocast(device) -> context manager
-    param_groups(model, weight_decay) -> groups    no decay on biases and LayerNorm weights
-    make_optimizer(model, lr, weight_decay, device) -> AdamW (fused kernel on CUDA and CPU)
-    linear_schedule(optimizer, total_steps, warmup_steps) -> LambdaLR
-    batch_indices(n, batch_size, seed, epoch, shuffle=True, lengths=None) -> list of index lists
-    to_device(batch, device)
-    RunLog(output_dir, resume=False)               JSON lines (log.jsonl) + printed lines (train.log)
-    start_run(args, log_class=RunLog) -> (cfg, device, log, t0); finish_run(log, output_dir, metrics, t0, wrote)
-    fit(model, cfg, batches, loss_fn, steps_per_epoch, on_epoch_end=None, log=None,
-        tokenizer_from=None) -> dict
-    last_checkpoint(output_dir) -> Path | None
-    write_text(path, text); write_json(path, obj)  atomic (temp file, then os.replace)
-    run_info(device, argv=None) -> dict            command line, hardware, versions for metrics.json
+    cfg, device, t0 = prepare_run(args)              checks that write nothing; torchrun's process group; seed
+    ... load the data and the model ...
+    log = start_run(cfg)                             the output folder, its lock, the log
+    result = fit(model, cfg, batches, collate, loss_fn, evaluate=..., metric=..., log=log)
+    ... evaluate (rank 0: `is_main_process()`), write results ...
+    finish_run(log, metrics, t0, "what it wrote")
 
-Checkpoints live in `<output_dir>/checkpoint/`: the model in Hugging Face layout (save_pretrained),
-the tokenizer files, and training_state.pt (optimizer, scheduler, step, epoch, RNG states, history).
-A new checkpoint is written to a temporary folder and swapped in, so a crash never leaves a torn
-one. `--resume` continues from it and ends with the same parameters as an uninterrupted run.
+fit's contract, which makes the result independent of the number of processes and micro-batches:
+    batches(epoch) -> the epoch's global batches, lists of example indices (e.g. `batch_indices`: a pure
+        function of seed and epoch, so --resume skips exactly the batches already trained on);
+        --batch-size examples each, the last one possibly shorter.
+    collate(indices) -> a batch (tensors on the CPU) of those examples.
+    loss_fn(model, batch) -> (mean loss, weight): the mean over `weight` units (examples, or label
+        tokens for a token-mean loss; an int or a device tensor). Every rank takes its share of each
+        global batch (`micro_batches`) and each share's mean counts with its weight, so the gradient is
+        the mean over the global batch, short last batch included.
+    evaluate(model) -> dict of validation metrics, run on rank 0 every --eval-every steps, at each
+        epoch end and when training stops, its random draws undone afterwards; `metric` (in that dict)
+        and `higher_is_better` choose the best evaluation for --keep-best and --early-stopping-patience.
+
+The pieces live in modules with one job each and are re-exported here, the one import a script needs:
+options (add_training_args, TrainConfig), runs (prepare_run, start_run, finish_run, RunLog, run_info),
+runtime (pick_device, autocast, set_seed), distributed (is_main_process, world_size), batching (batch_indices,
+micro_batches, to_device), optim (make_optimizer, linear_schedule, param_groups), saving
+(last_checkpoint, fingerprint), files (write_text, write_json).
 """
-import argparse
 import contextlib
 import dataclasses
-import itertools
-import json
 import math
-import os
-import platform
-import random
-import shlex
-import shutil
-import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from minibert.checkpoint import atomic_write, copy_tokenizer_files
+from minibert import distributed as dist
+from minibert.batching import batch_indices, micro_batches, to_device
+from minibert.cli import UserError
+from minibert.distributed import is_main_process, world_size
+from minibert.files import write_json, write_text
+from minibert.optim import linear_schedule, make_optimizer, param_groups
+from minibert.options import TrainConfig, add_training_args
+from minibert.reporting import add_scalars, plot_curves, tensorboard_writer
+from minibert.runs import RunLog, finish_run, prepare_run, run_info, start_run
+from minibert.runtime import (autocast, pick_device, preserved_rng, resolve_precision, rng_states, set_rng_states,
+                              set_seed)
+from minibert.saving import (check_settings, fingerprint, last_checkpoint, load_for_resume, save_best,
+                             save_checkpoint, weights_finite)
 
-STATE_FILE = "training_state.pt"
+__all__ = ["TrainConfig", "TrainState", "add_training_args", "autocast", "batch_indices", "best_or_last", "finish_run",
+           "fingerprint", "fit", "is_main_process", "last_checkpoint", "linear_schedule", "make_optimizer",
+           "micro_batches", "param_groups", "pick_device", "prepare_run", "run_info", "RunLog", "set_seed",
+           "start_run", "to_device", "train_step", "world_size", "write_json", "write_text"]
 
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-def _number(kind, lo, lo_ok, hi=None):
-    def parse(s):
-        try:
-            x = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {s!r}") from None
-        if (x < lo if lo_ok else x <= lo) or (hi is not None and x >= hi):
-            bound = f"{'>=' if lo_ok else '>'} {lo}" + (f" and < {hi}" if hi is not None else "")
-            raise argparse.ArgumentTypeError(f"expected a value {bound}, got {s!r}")
-        return x
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def add_training_args(parser: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
-    """Add the options every script shares; `defaults` sets the script's own values (e.g. lr=2e-5)."""
-    g = parser.add_argument_group("training")
-    g.add_argument("--model", default="bert-base-uncased",
-                   help="checkpoint folder (HF layout), the alias 'minilm', or a Hub id")
-    g.add_argument("--output-dir", default="out", help="log, metrics, samples and checkpoint go here")
-    g.add_argument("--epochs", type=_number(int, 1, True), default=1)
-    g.add_argument("--batch-size", type=_number(int, 1, True), default=32)
-    g.add_argument("--lr", type=_number(float, 0, False), default=5e-5, help="peak learning rate (AdamW)")
-    g.add_argument("--weight-decay", type=_number(float, 0, True), default=0.0,
-                   help="AdamW weight decay (never on biases and LayerNorm weights)")
-    g.add_argument("--warmup-ratio", type=_number(float, 0, True, 1), default=0.0,
-                   help="fraction of the steps with a linear warmup, then linear decay to 0")
-    g.add_argument("--max-grad-norm", type=_number(float, 0, True), default=1.0, help="0 = no clipping")
-    g.add_argument("--max-steps", type=_number(int, 1, True), default=None,
-                   help="stop after this many optimizer steps (smoke runs); the schedule is unchanged")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoint")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
-    g.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
-    g.add_argument("--log-every", type=_number(int, 1, True), default=50, help="log every N steps")
-    g.add_argument("--save-every", type=_number(int, 0, True), default=0,
-                   help="also checkpoint every N steps (0 = at epoch ends only)")
-    unknown = set(defaults) - {a.dest for a in g._group_actions}
-    if unknown:
-        raise ValueError(f"add_training_args: unknown defaults {sorted(unknown)}")
-    parser.set_defaults(**defaults)
-    return parser
+NO_STEP = 2**62  # "no bad step yet", above any step so that the minimum over the ranks finds the first
 
 
 @dataclass
-class TrainConfig:
-    output_dir: str
-    epochs: int = 1
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None
-    seed: int = 42
-    resume: bool = False
-    compile: bool = False
-    device: str = "auto"
-    log_every: int = 50
-    save_every: int = 0
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-# ---------------------------------------------------------------------------------------------
-# Seeding, device, precision, optimizer, schedule
-# ---------------------------------------------------------------------------------------------
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
+class TrainState:
+    """Where a run stands. With the tensors in training_state.pt (optimizer, schedule, loss scale, random
+    states) it is all --resume needs; every checkpoint holds it as trainer_state.json."""
+    settings: dict = field(default_factory=dict)  # what --resume must match (TrainConfig.settings, data, steps)
+    optimizer_state: bool = True  # training_state.pt saved beside it: resumable
+    world_size: int = 1
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress, 0-based
+    step_in_epoch: int = 0  # its global batches done
+    elapsed_s: float = 0.0  # wall time inside fit, interruptions left out
+    epoch_time_s: float = 0.0  # this epoch's training time, evaluations and checkpoints left out
+    epoch_loss: float = 0.0  # this epoch, all ranks: sum of mean loss x weight, ...
+    epoch_weight: float = 0.0  # ... sum of weights
+    epoch_examples: int = 0
+    window_loss: float = 0.0  # the same since the last log line
+    window_weight: float = 0.0
+    losses: list = field(default_factory=list)  # [step, mean loss] at each log line (curves.png)
+    history: list = field(default_factory=list)  # a record per epoch
+    evals: list = field(default_factory=list)  # a record per evaluation
+    best: dict | None = None  # the best evaluation's record
+    evals_since_best: int = 0
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
+class DeviceSums:
+    """Running sums kept on the device, so that a training step needs no host-device sync: loss x weight,
+    weight, and the first step whose loss or gradient norm was not finite (and that loss)."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)
+        self.bad_step = torch.full((), NO_STEP, dtype=torch.int64, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def add(self, step: int, loss_sum: Tensor, weight_sum: Tensor, grad_norm: Tensor | None) -> None:
+        self.sums[0] += loss_sum
+        self.sums[1] += weight_sum
+        finite = torch.isfinite(loss_sum) if grad_norm is None else torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
+        first = ~finite & (self.bad_step == NO_STEP)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, loss_sum / weight_sum, self.bad_loss)
+
+    def collect(self) -> tuple[float, float, int | None, float]:
+        """-> (loss x weight, weight) since the last call, summed over the ranks, the first bad step
+        over the ranks (None: none) and this rank's loss there. The one host sync of the loop."""
+        sums = dist.all_reduce(self.sums.clone())
+        bad_step = dist.all_reduce(self.bad_step.clone(), "min")
+        self.sums.zero_()
+        values = torch.cat([sums, bad_step.double().view(1), self.bad_loss.double().view(1)])
+        loss, weight, bad, bad_loss = values.tolist()
+        return loss, weight, None if bad >= NO_STEP else int(bad), bad_loss
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (parameters and optimizer stay fp32); a no-op on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def train_step(model: nn.Module, batches: list[tuple[object, float]], loss_fn: Callable,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device, precision: str,
+               max_grad_norm: float, n_examples: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One optimizer step on a global batch of `n_examples`; every rank calls it with its micro-batches.
 
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: weight decay on weight matrices and embeddings, none on biases and
-    LayerNorm weights (as BERT's original optimizer and HF's run_glue.py / run_squad.py)."""
-    no_decay = set()
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if isinstance(module, nn.LayerNorm) or name.endswith("bias"):
-                no_decay.add(p)
-    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
-    return [{"params": [p for p in params if p not in no_decay], "weight_decay": weight_decay},
-            {"params": [p for p in params if p in no_decay], "weight_decay": 0.0}]
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter 2019), eps 1e-8, with the fused kernel on CUDA and on CPU (on CPU
-    it is ~7x faster than the default for-each implementation on MiniLM's 22M parameters)."""
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, eps=1e-8,
-                             fused=device.type in ("cuda", "cpu"))
-
-
-def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0):
-    """lr multiplier rising linearly 0 -> 1 over warmup_steps, then falling linearly to 0 at
-    total_steps (HF's get_linear_schedule_with_warmup)."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------------------------------------
-# Batching
-# ---------------------------------------------------------------------------------------------
-
-def batch_indices(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
-                  lengths: list[int] | None = None, chunk_batches: int = 50) -> list[list[int]]:
-    """The example indices of each batch of one epoch; a pure function of (seed, epoch).
-
-    Default: a random permutation cut into batches (PyTorch's RandomSampler). With `lengths`:
-    shuffle, then sort by length within chunks of `chunk_batches` batches and shuffle the batch
-    order, so each batch holds similar lengths and dynamic padding wastes little. The number of
-    batches is ceil(n / batch_size) either way.
+    batches: this rank's micro-batches [(batch on the device, 1.0)], or (a stand-in batch, 0.0) where its
+    share is empty: the rank still runs forward and backward, as DDP's gradient all-reduce needs every rank.
+    Each micro-batch's mean loss counts by its weight: backward on loss x weight / n_examples (any constant
+    shared by the ranks would do; this one keeps fp16's scale near that of a mean), then, once DDP has
+    averaged over the ranks, the gradients are scaled to the mean over the global batch's total weight. A
+    single batch in a single process is already that mean and skips both.
+    -> (sum of loss x weight, sum of weights) on this rank, and the gradient norm before clipping (None
+    without clipping): device tensors, no host sync.
     """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(n) if shuffle else np.arange(n)
-    if lengths is None:
-        return [order[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
-    if len(lengths) != n:
-        raise ValueError(f"batch_indices: got {len(lengths)} lengths for {n} examples")
-    lengths = np.asarray(lengths)
-    chunk = batch_size * chunk_batches
-    batches = []
-    for i in range(0, n, chunk):
-        part = order[i:i + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[j:j + batch_size].tolist() for j in range(0, len(part), batch_size)]
-    return [batches[i] for i in (rng.permutation(len(batches)) if shuffle else range(len(batches)))]
+    weighted = len(batches) > 1 or dist.world_size() > 1
+    loss_sum = weight_sum = torch.zeros((), device=device)
+    for i, (batch, keep) in enumerate(batches):
+        with contextlib.nullcontext() if i == len(batches) - 1 else dist.no_sync(model):  # all-reduce once
+            with autocast(device, precision):
+                loss, weight = loss_fn(model, batch)
+            weight = weight * keep
+            scaler.scale(loss * (weight / n_examples) if weighted else loss).backward()
+        loss_sum = loss_sum + loss.detach().float() * weight
+        weight_sum = weight_sum + weight
+    if weighted:  # the gradient now is world_size^-1 sum_ranks sum_i grad(loss_i) w_i / n_examples
+        total = dist.all_reduce(weight_sum.double().clone()).clamp(min=1e-12)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        torch._foreach_mul_(grads, (dist.world_size() * n_examples / total).float())
+    scaler.unscale_(optimizer)  # (a no-op unless fp16)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
+    scaler.step(optimizer)  # fp16: skips the step when a gradient is inf or nan (then lowers the scale)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, weight_sum, grad_norm
 
 
-def to_device(batch, device: torch.device):
-    """Move every tensor in a (nested) dict / list / tuple to `device`; None and other values stay."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
+def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], list[list[int]]], collate: Callable,
+        loss_fn: Callable, *, evaluate: Callable[[nn.Module], dict] | None = None, metric: str | None = None,
+        higher_is_better: bool = True, fingerprint: str | None = None, log: RunLog | None = None,
+        tokenizer_from=None, unit: str = "examples") -> dict:
+    """Train `model` with AdamW, a linear schedule (warmup_ratio), clipping and mixed precision, on every
+    rank of a torchrun job or in a single process (see the module docstring for batches, collate,
+    loss_fn, evaluate).
 
-
-# ---------------------------------------------------------------------------------------------
-# Files and logs
-# ---------------------------------------------------------------------------------------------
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write(Path(path), lambda p: Path(p).write_text(text, encoding="utf-8"))
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def run_info(device: torch.device, argv: list[str] | None = None) -> dict:
-    """What metrics.json records about the run: the command line (`argv`, script name first, for a
-    main() called with arguments; else sys.argv), hardware and library versions."""
-    info = {"command": " ".join(shlex.quote(a) for a in ["python", *(sys.argv if argv is None else argv)]),
-            "device": str(device), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-class RunLog:
-    """`event(kind, **fields)` appends one JSON object to <dir>/log.jsonl; `print(text)` prints a
-    human-readable line (without breaking the progress bar) and appends it to <dir>/train.log."""
-
-    def __init__(self, output_dir: str | os.PathLike, resume: bool = False):
-        self.dir = Path(output_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        mode = "a" if resume else "w"
-        self.jsonl = open(self.dir / "log.jsonl", mode, encoding="utf-8")
-        self.text = open(self.dir / "train.log", mode, encoding="utf-8")
-
-    def event(self, kind: str, **fields) -> dict:
-        record = {"event": kind, "time": round(time.time(), 3), **fields}
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
-        return record
-
-    def print(self, text: str) -> None:
-        tqdm.write(text)
-        self.text.write(text + "\n")
-        self.text.flush()
-
-    def close(self) -> None:
-        self.jsonl.close()
-        self.text.close()
-
-
-def start_run(args: argparse.Namespace, log_class: type[RunLog] = RunLog):
-    """What every script's main() begins with -> (TrainConfig, device, log, start time)."""
-    t0 = time.perf_counter()
-    set_seed(args.seed)
-    return TrainConfig.from_args(args), pick_device(args.device), log_class(args.output_dir, resume=args.resume), t0
-
-
-def finish_run(log: RunLog, output_dir: str | os.PathLike, metrics: dict, t0: float, wrote: str) -> dict:
-    """What it ends with: the wall time into metrics.json, a closing line, the log closed."""
-    metrics["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    write_json(Path(output_dir) / "metrics.json", metrics)
-    log.print(f"wrote metrics.json, {wrote} to {output_dir} ({metrics['wall_time_s']:.0f} s)")
-    log.close()
-    return metrics
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """<output_dir>/checkpoint, or the previous one if a crash came in the middle of the swap."""
-    for name in ("checkpoint", "checkpoint.old"):
-        folder = Path(output_dir) / name
-        if (folder / STATE_FILE).exists():
-            return folder
-    return None
-
-
-def _rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_states(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def _save_checkpoint(output_dir: Path, model: nn.Module, state: dict, tokenizer_from) -> Path:
-    """Write the model (HF layout), tokenizer files and training state to checkpoint.tmp, then
-    swap it in for the previous checkpoint."""
-    final, tmp, old = output_dir / "checkpoint", output_dir / "checkpoint.tmp", output_dir / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if tokenizer_from is not None:
-        copy_tokenizer_files(tokenizer_from, tmp)
-    atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
-
-def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterable], loss_fn: Callable,
-        steps_per_epoch: int, on_epoch_end: Callable[[int], dict | None] | None = None,
-        log: RunLog | None = None, tokenizer_from: str | os.PathLike | None = None) -> dict:
-    """Train `model` with AdamW, a linear schedule (warmup_ratio), clipping and autocast.
-
-    batches(epoch) -> the batches of epoch `epoch` (0-based), exactly steps_per_epoch of them. It
-        must depend on nothing but the epoch (seed its shuffling with it, e.g. with `batch_indices`):
-        on resume the loop skips the batches of the interrupted epoch that were already trained on.
-        A generator of collated batches or a DataLoader(ds, batch_sampler=batch_indices(...),
-        collate_fn=..., num_workers=..., pin_memory=True) both work.
-    loss_fn(model, batch) -> (mean loss tensor, n_examples int): runs under autocast; the batch is
-        already on the device. `model` is the torch.compile'd module with --compile.
-    on_epoch_end(epoch) -> dict of metrics (e.g. validation loss) merged into the epoch record; it is
-        also called for the last, partial epoch when --max-steps stops early. Any RNG it uses is
-        restored afterwards, so evaluation never changes the training run.
+    fingerprint: a hash of the training data (`fingerprint(...)`): --resume refuses other data.
     tokenizer_from: a checkpoint name or folder whose tokenizer files go into each checkpoint.
+    unit: what an example is called in the log ("features" for SQuAD's windows).
 
-    Returns {"step", "epoch", "history" (one record per epoch), "train_time_s", "checkpoint"}.
-    The total number of steps for the schedule is epochs * steps_per_epoch; --max-steps only stops
-    early, so a run cut by --max-steps and resumed matches an uninterrupted run.
+    Returns {"step", "epoch", "history" (a record per epoch), "evals", "best", "stopped_early",
+    "train_time_s", "checkpoint"}. With --keep-best the model ends with the best evaluation's weights.
+    The schedule spans epochs x steps per epoch; --max-steps only stops early, so a run cut by it and
+    resumed ends with the parameters of an uninterrupted run.
     """
-    out = Path(cfg.output_dir)
-    own_log = log is None
-    log = log or RunLog(out, resume=cfg.resume)
-    device = pick_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    model.to(device)
+    out, own_log = Path(cfg.output_dir), log is None
+    log = log or RunLog(out)
+    device = pick_device(cfg.device, dist.local_rank())
+    precision = resolve_precision(cfg.precision, device)
+    rank, world = dist.rank(), dist.world_size()
+    steps_per_epoch = len(batches(0))
     total_steps = cfg.epochs * steps_per_epoch
     stop_at = min(total_steps, cfg.max_steps or total_steps)
+    if steps_per_epoch == 0:
+        raise UserError("no training data: batches(0) is empty", fix="check the training files and filters")
+    if (cfg.keep_best or cfg.early_stopping_patience) and not (evaluate and metric):
+        raise ValueError("--keep-best and --early-stopping-patience need fit(evaluate=..., metric=...)")
+
+    model.to(device)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = linear_schedule(optimizer, total_steps, math.ceil(cfg.warmup_ratio * total_steps))
-    step, epoch, step_in_epoch, history, prev_time = 0, 0, 0, [], 0.0
-    epoch_loss, epoch_examples, epoch_time = 0.0, 0, 0.0
-
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    settings = dataclasses.replace(cfg, precision=precision).settings()
+    state = TrainState(settings={**settings, "data": fingerprint, "steps_per_epoch": steps_per_epoch},
+                       optimizer_state=cfg.save_optimizer_state, world_size=world)
+    ckpt = None
     if cfg.resume:
-        ckpt = last_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {out / 'checkpoint' / STATE_FILE})")
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
-        if (state["steps_per_epoch"], state["total_steps"]) != (steps_per_epoch, total_steps):
-            raise ValueError(f"--resume: {ckpt} was trained with {state['steps_per_epoch']} steps per epoch and "
-                             f"{state['total_steps']} steps in all, this run has {steps_per_epoch} and "
-                             f"{total_steps}: use the same data, --batch-size and --epochs")
-        model.load_state_dict(type(model).from_pretrained(ckpt).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
-        history, prev_time = state["history"], state["train_time_s"]
-        epoch_loss, epoch_examples, epoch_time = state["epoch_loss"], state["epoch_examples"], state["epoch_time"]
-        _set_rng_states(state["rng"])
-        log.event("resume", step=step, epoch=epoch + 1, checkpoint=str(ckpt))
-        log.print(f"Resuming from {ckpt} at step {step} (epoch {epoch + 1}, batch {step_in_epoch})")
+        state, ckpt = _resume(out, cfg, model, optimizer, scheduler, scaler, state, log)
+    elif rank > 0:  # each rank its own dropout masks (rank 0 keeps the single-process stream)
+        set_seed(int(np.random.SeedSequence([cfg.seed, rank]).generate_state(1)[0]))
+    train_model = dist.wrap(model, device)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    board = tensorboard_writer(out / "tensorboard") if cfg.report_to == "tensorboard" and is_main_process() else None
+    sums = DeviceSums(device)
+    run_t0 = time.perf_counter() - state.elapsed_s
+    window_t0, window_examples = time.perf_counter(), 0
+    bar = tqdm(total=stop_at, initial=state.step, desc="train", dynamic_ncols=True, mininterval=1.0,
+               disable=not is_main_process())
 
-    train_model = torch.compile(model) if cfg.compile else model
-    start = time.perf_counter()
-    ckpt_path = last_checkpoint(out) if cfg.resume else None
-
-    zero = torch.zeros((), device=device)
-    loss_sum, n_sum, t_log = zero.clone(), 0, time.perf_counter()  # since the last log line
-    ep_loss_sum = zero.clone()  # this epoch, on the device: no host sync per step
-
-    def elapsed() -> float:
-        return prev_time + time.perf_counter() - start
-
-    def epoch_loss_total() -> float:
-        return epoch_loss + ep_loss_sum.item()
-
-    def save() -> Path:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                 "epoch": epoch, "step_in_epoch": step_in_epoch, "history": history,
-                 "train_time_s": elapsed(), "epoch_loss": epoch_loss_total(), "epoch_examples": epoch_examples,
-                 "epoch_time": epoch_time + time.perf_counter() - epoch_start, "rng": _rng_states(),
-                 "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
-        path = _save_checkpoint(out, model, state, tokenizer_from)
-        log.event("checkpoint", step=step, epoch=epoch + 1, path=str(path))
-        log.print(f"Saving model checkpoint to {path}")
-        return path
-
-    bar = tqdm(total=stop_at, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0)
-    while step < stop_at and epoch < cfg.epochs:
+    while not _stop(state, stop_at, cfg):
         model.train()
-        epoch_start = time.perf_counter()
-        for batch in itertools.islice(batches(epoch), step_in_epoch, None):
-            if step_in_epoch == steps_per_epoch:
-                raise ValueError(f"batches({epoch}) gave more than steps_per_epoch={steps_per_epoch} batches")
-            batch = to_device(batch, device)
-            with autocast(device):
-                loss, n = loss_fn(train_model, batch)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+        order = batches(state.epoch)
+        if len(order) != steps_per_epoch:
+            raise ValueError(f"batches({state.epoch}) gave {len(order)} batches, batches(0) {steps_per_epoch}")
+        epoch_t0 = time.perf_counter() - state.epoch_time_s
+        for indices in order[state.step_in_epoch:]:
+            parts = micro_batches(indices, rank, world, cfg.grad_accum_steps)
+            micro = [(to_device(collate(part or indices[:1]), device), 1.0 if part else 0.0) for part in parts]
+            loss_sum, weight_sum, grad_norm = train_step(train_model, micro, loss_fn, optimizer, scaler, device,
+                                                         precision, cfg.max_grad_norm, len(indices))
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, step_in_epoch = step + 1, step_in_epoch + 1
-            weighted = loss.detach().float() * n
-            loss_sum += weighted
-            ep_loss_sum += weighted
-            n_sum += n
-            epoch_examples += n
+            state.step, state.step_in_epoch = state.step + 1, state.step_in_epoch + 1
+            state.epoch_examples += len(indices)
+            window_examples += len(indices)
+            sums.add(state.step, loss_sum, weight_sum, None if scaler.is_enabled() else grad_norm)  # fp16: inf happens
             bar.update(1)
-            if step % cfg.log_every == 0 or step == stop_at:
+            at_epoch_end = state.step_in_epoch == steps_per_epoch
+            if state.step % cfg.log_every == 0 or state.step == stop_at:
+                _collect(state, sums, cfg, log, ckpt)
                 now = time.perf_counter()
-                avg = loss_sum.item() / max(1, n_sum)  # the one host sync, every log_every steps
-                if not math.isfinite(avg):
-                    raise FloatingPointError(f"training loss is {avg} at step {step}: lower --lr?")
-                rate = n_sum / max(now - t_log, 1e-9)
-                rec = log.event("step", step=step, epoch=epoch + 1, loss=round(avg, 6),
-                                lr=scheduler.get_last_lr()[0], examples_per_s=round(rate, 2),
-                                elapsed=round(elapsed(), 2))
-                bar.set_postfix(loss=f"{avg:.4f}", ex_s=f"{rate:.1f}")
-                log.print(f"step {step}/{stop_at} | epoch {epoch + 1} | loss {avg:.4f} | "
-                          f"lr {rec['lr']:.3g} | {rate:.1f} examples/s")
-                loss_sum, n_sum, t_log = zero.clone(), 0, now
-            if cfg.save_every and step % cfg.save_every == 0 and step < stop_at:
-                ckpt_path = save()
-            if step >= stop_at:
+                loss = state.window_loss / max(state.window_weight, 1e-12)
+                rate = window_examples / max(now - window_t0, 1e-9)
+                state.losses.append([state.step, round(loss, 6)])
+                state.window_loss = state.window_weight = 0.0
+                window_t0, window_examples = now, 0
+                record = log.event("step", step=state.step, epoch=state.epoch + 1, loss=round(loss, 6),
+                                   lr=scheduler.get_last_lr()[0], examples_per_s=round(rate, 2),
+                                   elapsed=round(now - run_t0, 2))
+                log.print(f"step {state.step}/{stop_at} | epoch {state.epoch + 1} | loss {loss:.4f} | "
+                          f"lr {record['lr']:.3g} | {rate:.1f} {unit}/s")
+                bar.set_postfix(loss=f"{loss:.4f}", rate=f"{rate:.1f}/s")
+                if board:
+                    add_scalars(board, "train", state.step, record)
+            if evaluate and cfg.eval_every and state.step % cfg.eval_every == 0 and not at_epoch_end \
+                    and state.step < stop_at:
+                t = time.perf_counter()
+                _evaluate(evaluate, model, state, cfg, metric, higher_is_better, sums, log, board, ckpt, tokenizer_from)
+                epoch_t0 += time.perf_counter() - t  # evaluation time is not training time
+            if cfg.save_every and state.step % cfg.save_every == 0 and not at_epoch_end \
+                    and not _stop(state, stop_at, cfg):
+                t = time.perf_counter()
+                state.epoch_time_s, state.elapsed_s = t - epoch_t0, t - run_t0
+                ckpt = _save(out, cfg, model, optimizer, scheduler, scaler, state, sums, log, ckpt, tokenizer_from)
+                epoch_t0 += time.perf_counter() - t
+            if _stop(state, stop_at, cfg):
                 break
-        epoch_done = step_in_epoch == steps_per_epoch
-        if not epoch_done and step < stop_at:
-            raise ValueError(f"batches({epoch}) gave {step_in_epoch} batches, steps_per_epoch={steps_per_epoch}")
-        epoch_time += time.perf_counter() - epoch_start
-        record = {"step": step, "epoch": epoch + 1, "partial": not epoch_done,
-                  "train_loss": round(epoch_loss_total() / max(1, epoch_examples), 6),
-                  "epoch_time_s": round(epoch_time, 2),
-                  "examples_per_s": round(epoch_examples / max(epoch_time, 1e-9), 2)}
-        if on_epoch_end is not None:
-            rng = _rng_states()
-            record.update(on_epoch_end(epoch) or {})
-            _set_rng_states(rng)
-            model.train()
-        record["elapsed"] = round(elapsed(), 2)
-        history = [r for r in history if r["epoch"] != epoch + 1] + [record]  # replaces a partial one
+
+        # the epoch's end, or training's: a record, an evaluation, a checkpoint
+        state.epoch_time_s = time.perf_counter() - epoch_t0
+        _collect(state, sums, cfg, log, ckpt)
+        epoch_done = state.step_in_epoch == steps_per_epoch
+        record = {"step": state.step, "epoch": state.epoch + 1, "partial": not epoch_done,
+                  "train_loss": round(state.epoch_loss / max(state.epoch_weight, 1e-12), 6),
+                  "epoch_time_s": round(state.epoch_time_s, 2),
+                  "examples_per_s": round(state.epoch_examples / max(state.epoch_time_s, 1e-9), 2)}
+        if evaluate and not (state.evals and state.evals[-1]["step"] == state.step):
+            record.update(_evaluate(evaluate, model, state, cfg, metric, higher_is_better, sums, log, board, ckpt,
+                                    tokenizer_from))
+        elif evaluate:
+            record.update({k: v for k, v in state.evals[-1].items() if k not in ("step", "epoch")})
+        record["elapsed"] = round(time.perf_counter() - run_t0, 2)
+        state.history = [h for h in state.history if h["epoch"] != state.epoch + 1] + [record]  # replaces a partial one
         log.event("epoch", **record)
-        log.print(f"epoch {epoch + 1}/{cfg.epochs}" + "".join(
-            f" | {k} {_fmt(v)}" for k, v in record.items() if k not in ("epoch", "partial")))
+        log.print(f"epoch {state.epoch + 1}/{cfg.epochs}" + "".join(
+            f" | {k} {v:.4g}" if isinstance(v, float) else f" | {k} {v}"
+            for k, v in record.items() if k not in ("epoch", "partial")))
         if epoch_done:
-            epoch, step_in_epoch = epoch + 1, 0
-            epoch_loss, epoch_examples, epoch_time = 0.0, 0, 0.0
-            ep_loss_sum = zero.clone()
-        epoch_start = time.perf_counter()
-        ckpt_path = save()
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            state.epoch_time_s = state.epoch_loss = state.epoch_weight = 0.0
+            state.epoch_examples = 0
+        state.elapsed_s = time.perf_counter() - run_t0
+        ckpt = _save(out, cfg, model, optimizer, scheduler, scaler, state, sums, log, ckpt, tokenizer_from)
     bar.close()
-    result = {"step": step, "epoch": epoch, "history": history, "train_time_s": round(elapsed(), 2),
-              "checkpoint": str(ckpt_path) if ckpt_path else None}
+
+    stopped_early = state.step < stop_at
+    if stopped_early:
+        log.print(f"early stopping at step {state.step}: no better {metric} in {cfg.early_stopping_patience} "
+                  f"evaluations (best {state.best[metric]:.4g} at step {state.best['step']})")
+    if cfg.keep_best and state.best:
+        model.load_state_dict(type(model).from_pretrained(out / "best").state_dict())
+        log.print(f"the model now holds the best checkpoint, {out / 'best'}: step {state.best['step']}, "
+                  f"{metric} {state.best[metric]:.4g}")
+    if board:
+        board.close()
+    if is_main_process() and not plot_curves(out / "curves.png", state.losses, state.evals, metric,
+                                             state.best and state.best["step"]):
+        log.print("matplotlib is not installed: no curves.png (pip install matplotlib)")
+    result = {"step": state.step, "epoch": state.epoch, "history": state.history, "evals": state.evals,
+              "best": state.best and {**state.best, "metric": metric,
+                                      "path": str(out / "best") if cfg.keep_best else None},
+              "stopped_early": stopped_early, "train_time_s": round(state.elapsed_s, 2),
+              "checkpoint": str(ckpt) if ckpt else None}
     if own_log:
         log.close()
     return result
+
+
+def best_or_last(result: dict) -> str:
+    """Which model fit left for the final evaluation, in words for the log and metrics.json."""
+    best = result["best"]
+    if best and best["path"]:
+        return f"best checkpoint ({best['path']}: step {best['step']}, {best['metric']} {best[best['metric']]:.4g})"
+    return f"model after the last step ({result['step']})"
+
+
+def _stop(state: TrainState, stop_at: int, cfg: TrainConfig) -> bool:
+    """At --max-steps (or the last step), or out of --early-stopping-patience."""
+    patience = cfg.early_stopping_patience
+    return state.step >= stop_at or bool(patience and state.evals_since_best >= patience)
+
+
+def _collect(state: TrainState, sums: DeviceSums, cfg: TrainConfig, log: RunLog, ckpt: Path | None) -> None:
+    """Bring the device sums into `state`; stop with a UserError if a loss or gradient was not finite."""
+    loss, weight, bad_step, bad_loss = sums.collect()
+    if bad_step is not None:
+        what = f"loss is {bad_loss}" if not math.isfinite(bad_loss) else "gradient norm is not finite"
+        log.event("diverged", step=bad_step, last_checkpoint=ckpt and str(ckpt))
+        raise UserError(f"training diverged at step {bad_step}: {what}; no checkpoint was written after it "
+                        f"(the last one: {ckpt or 'none'})", fix=f"lower --lr (now {cfg.lr})"
+                        + (" or turn clipping on with --max-grad-norm 1" if cfg.max_grad_norm == 0 else ""))
+    state.window_loss, state.window_weight = state.window_loss + loss, state.window_weight + weight
+    state.epoch_loss, state.epoch_weight = state.epoch_loss + loss, state.epoch_weight + weight
+
+
+def _evaluate(evaluate: Callable, model: nn.Module, state: TrainState, cfg: TrainConfig, metric: str | None,
+              higher_is_better: bool, sums: DeviceSums, log: RunLog, board, ckpt: Path | None,
+              tokenizer_from) -> dict:
+    """Evaluate on rank 0 (the others wait for its metrics), in eval mode and without gradients, with the
+    random states restored afterwards; track the best evaluation and, with --keep-best, save its model
+    -> the metrics."""
+    _collect(state, sums, cfg, log, ckpt)  # never evaluate (nor save as best) a diverged model
+    t = time.perf_counter()
+    metrics = None
+    if is_main_process():
+        model.eval()
+        with preserved_rng(), torch.no_grad():
+            metrics = evaluate(model)
+        metrics = {**metrics, "eval_time_s": round(time.perf_counter() - t, 2)}
+    metrics = dist.broadcast_object(metrics)
+    model.train()
+    record = {"step": state.step, "epoch": state.epoch + 1, **metrics}
+    state.evals.append(record)
+    if metric is not None:
+        if metric not in metrics:
+            raise ValueError(f"evaluate() returned no {metric!r}, only {sorted(metrics)}")
+        best = state.best and state.best[metric]
+        if best is None or (metrics[metric] > best if higher_is_better else metrics[metric] < best):
+            state.best, state.evals_since_best = record, 0
+            if cfg.keep_best and is_main_process():
+                save_best(cfg.output_dir, model, record, tokenizer_from)
+        else:
+            state.evals_since_best += 1
+    log.event("validation", **record)
+    log.print(f"validation at step {state.step}: " + " | ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        + (" (best)" if state.best is record else ""))
+    if board:
+        add_scalars(board, "eval", state.step, metrics)
+    return metrics
+
+
+def _save(out: Path, cfg: TrainConfig, model: nn.Module, optimizer, scheduler, scaler, state: TrainState,
+          sums: DeviceSums, log: RunLog, ckpt: Path | None, tokenizer_from) -> Path:
+    """Write a checkpoint (rank 0; every rank sends its random states) unless the loss, a gradient or a
+    weight has gone non-finite -> its path."""
+    _collect(state, sums, cfg, log, ckpt)
+    if not weights_finite(model):
+        raise UserError(f"training diverged before step {state.step}: a weight is not finite; no checkpoint was "
+                        f"written after it (the last one: {ckpt or 'none'})", fix=f"lower --lr (now {cfg.lr})")
+    rng = dist.gather_objects(rng_states())
+    path = out / "checkpoint"
+    if is_main_process():
+        tensors = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                   "scaler": scaler.state_dict(), "rng": rng} if cfg.save_optimizer_state else None
+        path = save_checkpoint(out, model, dataclasses.asdict(state), tensors, tokenizer_from, cfg.save_total_limit)
+        log.event("checkpoint", step=state.step, epoch=state.epoch + 1, path=str(path))
+        log.print(f"saved checkpoint {path} (step {state.step})")
+    return path
+
+
+def _resume(out: Path, cfg: TrainConfig, model: nn.Module, optimizer, scheduler, scaler, fresh: TrainState,
+            log: RunLog) -> tuple[TrainState, Path]:
+    """Load the newest readable checkpoint into the model, optimizer, schedule, loss scale and random
+    states -> (its TrainState, its path). Refuses settings that would change the result."""
+    ckpt, saved, tensors, notes = load_for_resume(out)
+    for note in notes:
+        log.print(f"{note}: resuming from the previous checkpoint, {ckpt}")
+    check_settings(saved["settings"], fresh.settings, ckpt)
+    model.load_state_dict(type(model).from_pretrained(ckpt).state_dict())
+    optimizer.load_state_dict(tensors["optimizer"])
+    scheduler.load_state_dict(tensors["scheduler"])
+    scaler.load_state_dict(tensors["scaler"])
+    state = TrainState(**saved)
+    rank, world = dist.rank(), dist.world_size()
+    if len(tensors["rng"]) == world:
+        set_rng_states(tensors["rng"][rank])
+    else:
+        set_seed(int(np.random.SeedSequence([cfg.seed, rank, state.step]).generate_state(1)[0]))
+        log.print(f"the checkpoint was written by {len(tensors['rng'])} processes, this run has {world}: the batch "
+                  "order, weights and optimizer state carry over, the random draws (dropout) differ from those of "
+                  "an uninterrupted run")
+    state.world_size = world
+    log.event("resume", step=state.step, epoch=state.epoch + 1, checkpoint=str(ckpt))
+    log.print(f"resuming from {ckpt} at step {state.step} (epoch {state.epoch + 1}, batch {state.step_in_epoch})")
+    return state, ckpt

@@ -1,4 +1,5 @@
 """minibart.generation against transformers' generate: same token ids for the same weights and arguments."""
+import math
 import types
 
 import pytest
@@ -7,7 +8,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
-from minibart.generation import generate
+from minibart.generation import check_generation_args, generate
+from minibert.cli import UserError
+from minibert.config import InvalidValue
 
 transformers = pytest.importorskip("transformers")
 
@@ -259,9 +262,73 @@ def test_samples_stay_in_the_top_k_top_p_support(models, top_k, top_p, temperatu
     (dict(encoder_no_repeat_ngram_size=1.5), "encoder_no_repeat_ngram_size"),
     (dict(min_length=-2), "min_length"), (dict(forced_bos_token_id=V), "forced_bos_token_id"),
     (dict(num_beam=3), "num_beam"), (dict(attention_mask=torch.ones(2, 3)), "attention_mask"),
-    (dict(cuda_graph=True), "cuda_graph")])
+    (dict(cuda_graph=True), "cuda_graph"),
+    (dict(length_penalty=math.nan), "length_penalty"), (dict(length_penalty=-math.inf), "length_penalty"),
+    (dict(num_beams=2, length_penalty="2"), "length_penalty"),
+    (dict(do_sample=True, temperature=math.inf), "temperature"),
+    (dict(do_sample=True, temperature=math.nan), "temperature"), (dict(do_sample=True, top_p=math.nan), "top_p"),
+    (dict(do_sample="yes"), "do_sample"), (dict(num_beams=2.0), "num_beams"), (dict(top_k=True), "top_k"),
+    (dict(do_sample=True, num_beams=2, temperature=1e-40), "temperature"),
+    (dict(max_length=CONFIG["max_position_embeddings"] + 2), "max_length"),
+    (dict(max_new_tokens=CONFIG["max_position_embeddings"] + 1), "max_new_tokens"),
+    (dict(decoder_start_token_id=-1), "decoder_start_token_id")])
 def test_bad_arguments_name_the_argument(models, kw, name):
+    """Each bad argument is a UserError (a ValueError) naming it, raised before the model runs."""
     ids, mask = batch()
     kw = {"attention_mask": mask, **kw}
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(UserError, match=rf"\({name}\b"):
         models[1].generate(ids, **kw)
+
+
+def test_max_length_up_to_the_decoder_positions_is_fine(models):
+    """The decoder reads max_length - 1 tokens: max_length = positions + 1 is the longest, and the error says so."""
+    P = CONFIG["max_position_embeddings"]
+    assert models[1].generate(*batch(), max_length=P + 1, min_length=P + 1).shape[1] == P + 1
+    with pytest.raises(UserError, match=rf"\(max_length, {P + 2}\): use at most {P + 1}: the decoder has {P} "):
+        models[1].generate(*batch(), max_length=P + 2)
+
+
+def long_ids(n):
+    return torch.full((1, n), 5)
+
+
+@pytest.mark.parametrize("ids,mask,message", [
+    (torch.tensor([[5, V, 6]]), None, rf"token id outside the vocabulary \(input_ids, {V}\): use ids in \[0, {V}\)"),
+    (torch.tensor([[5, -1, 6]]), None, r"token id outside the vocabulary \(input_ids, -1\)"),
+    (torch.tensor([[5.0, 6.0]]), None, r"not a batch of token ids \(input_ids, 'torch.float32 \(1, 2\)'\)"),
+    (torch.tensor([5, 6]), None, r"not a batch of token ids \(input_ids, 'torch.int64 \(2,\)'\)"),
+    (torch.zeros(2, 0, dtype=torch.long), None, r"empty source \(input_ids, \(2, 0\)\)"),
+    (torch.zeros(0, 4, dtype=torch.long), None, r"empty source \(input_ids, \(0, 4\)\)"),
+    (torch.tensor([[5, 6], [7, 8]]), torch.tensor([[1, 1], [0, 0]]), r"empty source \(attention_mask row 1\)"),
+    (long_ids(CONFIG["max_position_embeddings"] + 1), None,
+     rf"source longer than the encoder's positions \(input_ids, {CONFIG['max_position_embeddings'] + 1}\)"),
+])
+def test_bad_inputs_name_the_input(models, ids, mask, message):
+    with pytest.raises(UserError, match="^" + message):
+        models[1].generate(ids, mask, max_length=5)
+
+
+@pytest.mark.parametrize("temperature", [1e-20, 1e-31, 1e-40, 1e-300])
+def test_sampling_at_a_tiny_temperature_is_greedy(models, temperature):
+    """The limit of sampling as the temperature tends to 0 is greedy decoding, also where scores / temperature
+    would overflow float32 (below 1e-38 and where the temperature itself rounds to 0 in float32)."""
+    ids, mask = batch()
+    greedy = models[1].generate(ids, mask, max_length=12)
+    torch.manual_seed(0)
+    assert torch.equal(models[1].generate(ids, mask, do_sample=True, temperature=temperature, max_length=12), greedy)
+
+
+def test_generation_args_are_checked_without_a_model():
+    """check_generation_args: what a script calls at start-up with its flags; InvalidValue says which argument,
+    its value and what would do. Without a config, only what needs the model (positions, vocabulary) waits."""
+    with pytest.raises(InvalidValue) as e:
+        check_generation_args(None, num_beams=4, do_sample=True, top_p=1.5)
+    assert (e.value.name, e.value.value, e.value.valid) == ("top_p", 1.5, "a number in (0, 1]")
+    with pytest.raises(InvalidValue) as e:
+        check_generation_args(None, num_beams=4, num_return_sequences=5)
+    assert (e.value.name, e.value.valid) == ("num_return_sequences", "at most num_beams (4)")
+    assert check_generation_args(None, max_length=1024)["max_length"] == 1024
+    with pytest.raises(InvalidValue, match=r"\(max_length, 1024\): use at most 41: the decoder has 40 positions"):
+        check_generation_args(BartConfig(**CONFIG), max_length=1024)
+    with pytest.raises(InvalidValue, match=r"\(num_return_sequences, from the model config, 3\): use at most "):
+        check_generation_args(BartConfig(**CONFIG, num_beams=3, num_return_sequences=3), num_beams=2)

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from minibart import BartConfig, BartForConditionalGeneration, BartModel, seq2seq_loss
 from minibart.checkpoint import bart_from_hf, bart_to_hf
+from minibart.config import GENERATION_DEFAULTS, GENERATION_TOKENS
 
 transformers = pytest.importorskip("transformers")
 
@@ -108,6 +109,29 @@ def test_we_load_what_transformers_saves(tmp_path, tied, bare):
             want = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
         assert (ours(ids, mask, dec) - want).abs().max() < 1e-5
     assert ours.config.tie_word_embeddings == tied
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("bare", [False, True])
+def test_transformers_to_ours_to_transformers_is_lossless(tmp_path, tied, bare):
+    """What transformers saved, loaded and saved again by us, is the same file content (key for key, tensor for
+    tensor, generation settings included) and loads into transformers with nothing missing or unexpected."""
+    hf = hf_model({**CONFIGS[0], "tie_word_embeddings": tied}, seed=10)
+    hf.generation_config.num_beams, hf.generation_config.no_repeat_ngram_size = 3, 2
+    hf = hf.model if bare else hf  # transformers' BartModel has no generation settings
+    hf.save_pretrained(tmp_path / "hf")
+    (BartModel if bare else BartForConditionalGeneration).from_pretrained(tmp_path / "hf").save_pretrained(
+        tmp_path / "ours")
+    want, got = load_file(tmp_path / "hf" / "model.safetensors"), load_file(tmp_path / "ours" / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], v) for k, v in want.items())
+    back, info = type(hf).from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert back.state_dict().keys() == hf.state_dict().keys()
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in hf.state_dict().items())
+    if not bare:
+        settings = [(k, getattr(transformers.GenerationConfig.from_pretrained(tmp_path / f), k))
+                    for f in ("hf", "ours") for k in (*GENERATION_DEFAULTS, *GENERATION_TOKENS)]
+        assert settings[:len(settings) // 2] == settings[len(settings) // 2:] and ("num_beams", 3) in settings
 
 
 def test_old_style_checkpoint_with_duplicates_and_extras(tmp_path):

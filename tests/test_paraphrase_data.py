@@ -3,10 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, encode, first_non_copy, load_hub,
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, first_non_copy, load_hub,
                              load_local, normalize, paraphrase_metrics, rescore, read_msrp, read_paws, read_quora,
                              read_squad_contexts, split_heldout, to_labels, unlabeled_text)
+from data.tokens import encode
 from minibert.checkpoint import load_tokenizer
+from minibert.cli import UserError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "paraphrase"
 
@@ -55,19 +57,24 @@ def test_quora_csv_quoting_and_duplicate_filter(tmp_path):
     assert pairs[2].source == "A question spanning two lines?"
 
 
-@pytest.mark.parametrize("reader,text,needle", [
-    (read_msrp, "Quality\t#1 ID\t#2 ID\t#1 String\n1\t1\t2\ta\n", "line 1: expected the header"),
-    (read_paws, "id\tsentence1\tsentence2\tlabel\n1\ta\tb\n", "line 2: expected 4 tab-separated"),
+@pytest.mark.parametrize("reader,text,message", [
+    (read_msrp, "Quality\t#1 ID\t#2 ID\t#1 String\n1\t1\t2\ta\n",
+     r"missing column '#2 String' \(.*bad\.tsv, line 1\): the columns there are 'Quality', '#1 ID'"),
+    (read_paws, "id\tsentence1\tsentence2\tlabel\n1\ta\tb\n", r"expected 4 TSV fields .* got 3 \(.*bad\.tsv, line 2\)"),
     (read_paws, "id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\ta\tb\tyes\n",
-     "line 3: column 'label': expected 0 or 1, got 'yes'"),
+     r"expected 0 or 1 \(.*bad\.tsv, line 3, column 'label', 'yes'\)"),
     (read_msrp, "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n2\t1\t2\ta\tb\n",
-     "line 2: column 'Quality'"),
+     r"\(.*bad\.tsv, line 2, column 'Quality', '2'\)"),
+    (read_quora, 'id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n0\t1\t2\t"a" b\tc\t1\n',
+     r"malformed TSV .*\(.*bad\.tsv, line 2\)"),  # a stray quote is an error, not a silently merged field
+    (read_paws, b"id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\t\xff\tb\t1\n",
+     r"not UTF-8 text \(.*bad\.tsv, line 3"),
 ])
-def test_bad_files_name_file_line_and_column(tmp_path, reader, text, needle):
-    path = write(tmp_path / "bad.tsv", text)
-    with pytest.raises(ValueError, match="bad.tsv") as e:
+def test_bad_files_name_file_line_and_column(tmp_path, reader, text, message):
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(text) if isinstance(text, bytes) else write(path, text)
+    with pytest.raises(UserError, match=message):
         reader(path)
-    assert needle in str(e.value)
 
 
 @pytest.mark.parametrize("raw,clean", [
@@ -173,7 +180,7 @@ def test_rescore_reads_generations_and_names_bad_lines(tmp_path):
     assert result["eval"] == paraphrase_metrics(["The cat sat.", "It rained today."], ["A cat sat.", "Today it rained."],
                                                 ["the cat sat.", "today it rained."], lowercase=True)
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"source": "a", "reference": "b"}) + "\n")
-    with pytest.raises(ValueError, match=r"generations.jsonl, line 2: expected string fields .* 'paraphrase'"):
+    with pytest.raises(UserError, match=r"missing column 'paraphrase' \(.*generations.jsonl, line 2\)"):
         rescore(path)
 
 

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.squad import (SquadExample, collate, featurize, load_squad_hub, postprocess, read_squad_file,
-                        sample_questions, window_starts)
+from data.squad import (SquadExample, answer, collate, featurize, load_squad_hub, read_squad_file,
+                        sample_questions, select_answers, window_starts)
 from data.squad_metrics import squad_evaluate
 from minibert.checkpoint import load_tokenizer
 
@@ -82,7 +82,7 @@ def test_reader_errors_name_file_and_field(tmp_path, mutate, message):
 def test_reader_rejects_non_json(tmp_path):
     path = tmp_path / "train-v2.0.json"
     path.write_text("{not json")
-    with pytest.raises(ValueError, match=r"train-v2\.0\.json: not valid JSON"):
+    with pytest.raises(ValueError, match=r"not valid JSON .*train-v2\.0\.json, line 1"):
         read_squad_file(path)
 
 
@@ -208,6 +208,12 @@ def test_collate_pads_dynamically(tok):
 
 # ----------------------------------------------------------------------------- decoding
 
+def postprocess(examples, *args, **kwargs):
+    """select_answers as the files of the official evaluate-v2.0.py: (predictions, null_odds) by question id."""
+    answers = select_answers(examples, *args, **kwargs)
+    return {e.id: a.text for e, a in zip(examples, answers)}, {e.id: a.null_odds for e, a in zip(examples, answers)}
+
+
 def test_postprocess_picks_best_span_across_windows_and_null(tok):
     ex = example(answer="paper chair bread")
     feats = featurize([ex], tok, max_seq_length=17, doc_stride=4)
@@ -315,9 +321,11 @@ def test_train_squad_smoke(tmp_path, tiny_bert_dir):
                                 "--device", "cpu", "--log-every", "1", "--max-eval-examples", "10"])
     log = (out / "train.log").read_text()
     for line in ("***** Running training *****", "  Num examples = ", "  Num Epochs = 1",
-                 "  Instantaneous batch size per GPU = 4", "  Total optimization steps = ", "Train loss = ",
-                 "features/s", "Saving model checkpoint to ", "***** Running evaluation *****", "  best_f1 = "):
+                 "  Instantaneous batch size per device = 4 (1 process(es), cpu)", "  Total optimization steps = ",
+                 "step 2/2 | epoch 1 | loss ", "features/s", "saved checkpoint ", "***** Running evaluation *****",
+                 "  best_f1 = "):
         assert line in log, line
+    assert "GPU" not in log and sum(x.startswith("step ") for x in log.splitlines()) == 2  # one line per logged step
     assert [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()].count("step") == 2
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["steps"] == 2 and saved["data"]["train_questions"] == 12 and saved["data"]["dev_questions"] == 10
@@ -335,4 +343,8 @@ def test_train_squad_smoke(tmp_path, tiny_bert_dir):
     assert (ckpt / "config.json").exists() and (ckpt / "model.safetensors").exists()
     assert (ckpt / "tokenizer.json").exists() or (ckpt / "vocab.txt").exists()
     from minibert import BertForQuestionAnswering
-    assert BertForQuestionAnswering.from_pretrained(ckpt).config.hidden_size == 32
+    model = BertForQuestionAnswering.from_pretrained(ckpt)
+    assert model.config.hidden_size == 32
+    dev = [e for e in read_squad_file(data / "dev-v2.0.json") if e.id in preds]  # the evaluated sample
+    answers = answer(model, load_tokenizer(ckpt), dev, batch_size=3, version_2=True, null_threshold=0.0)
+    assert {e.id: a.text for e, a in zip(dev, answers)} == preds  # the library picks what the evaluation picked

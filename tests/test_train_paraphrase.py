@@ -5,6 +5,7 @@ import pytest
 
 import train_paraphrase
 from data.paraphrase import rescore
+from minibert.cli import UserError
 
 MSRP_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 SENTENCES = ["The cat sat on the mat .", "A dog ran in the park today .", "He said \"yes\" to the offer .",
@@ -60,8 +61,8 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     assert events.index("stage") < events.index("step") and "eval" in events and events.count("stage") == 2
     samples = (out / "samples.md").read_text()
     assert samples.count("## Sample") == 3 and samples.count("  3. ") == 6
-    gen = json.loads((out / "checkpoint" / "generation_config.json").read_text())
-    assert gen["num_beams"] == 4 and gen["no_repeat_ngram_size"] == 3 and gen["encoder_no_repeat_ngram_size"] == 2
+    gen = json.loads((out / "checkpoint" / "generation_config.json").read_text())  # the model's, not the flags
+    assert not {"num_beams", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "max_length"} & set(gen)
 
     # --eval-only on the saved checkpoint reproduces the run's evaluation, with no training
     evaluated = train_paraphrase.main(
@@ -80,6 +81,17 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     assert "resume" in events and events.count("stage") == 3
 
 
+def test_max_length_beyond_the_model_positions_fails_before_training(tmp_path, data_dir, tiny_bert_dir):
+    """--max-length is checked against the model's positions (512 for the tiny BERT warm start) before any training."""
+    out = tmp_path / "out"
+    argv = ["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out), "--device", "cpu",
+            "--max-steps", "1", "--max-length", "1024"]
+    with pytest.raises(UserError, match=r"^argument --max-length: expected at most 513: the decoder has 512 "
+                                        r"positions, got 1024$"):
+        train_paraphrase.main(argv)
+    assert not (out / "checkpoint").exists()
+
+
 def test_max_pair_bleu_drops_near_copies_from_training_only(data_dir):
     base = ["--data-dir", str(data_dir)]
     train, held, _ = train_paraphrase.load_pairs(train_paraphrase.parse_args(base))
@@ -88,11 +100,16 @@ def test_max_pair_bleu_drops_near_copies_from_training_only(data_dir):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--num-return-sequences", "5", "--num-beams", "4"], "--num-return-sequences: expected at most"),
+    (["--num-return-sequences", "5", "--num-beams", "4"],
+     "--num-return-sequences: expected at most num_beams (4), got 5"),
     (["--max-eval", "0"], "--max-eval: expected a value >= 1, got 0"),
     (["--denoise-steps", "-1"], "--denoise-steps: expected a value >= 0"),
     (["--max-seq-length", "2"], "--max-seq-length: expected a value >= 3"),
-    (["--encoder-no-repeat-ngram-size", "-1"], "--encoder-no-repeat-ngram-size: expected a value >= 0, got -1"),
+    (["--encoder-no-repeat-ngram-size", "-1"], "--encoder-no-repeat-ngram-size: expected an integer >= 0, got -1"),
+    (["--top-p", "1.5"], "--top-p: expected a number in (0, 1], got 1.5"),
+    (["--num-beams", "0"], "--num-beams: expected an integer > 0, got 0"),
+    (["--max-length", "1"], "--max-length: expected an integer >= 2"),
+    (["--no-repeat-ngram-size", "-2"], "--no-repeat-ngram-size: expected an integer >= 0, got -2"),
     (["--eval-only", "--denoise-steps", "5"], "--eval-only: trains nothing"),
     (["--max-pair-bleu", "0"], "--max-pair-bleu: expected a value in (0, 100], got 0.0"),
     (["--denoise-batch-size", "0"], "--denoise-batch-size: expected a value >= 1, got 0"),

@@ -1,68 +1,22 @@
-"""The shared training loop: options, schedule, optimizer groups, batching, logs, checkpoints, resume."""
+"""The shared training loop in one process: options, schedule, optimizer groups, batching, files, logs,
+checkpoints, resume, accumulation, precision, evaluation, best checkpoint, early stopping, curves."""
 import argparse
 import json
 import math
 import pathlib
-from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from fit_helpers import Dense, Tiny, make_data, step_losses, token_loss, train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from minibert import BertConfig, BertForSequenceClassification
-from minibert.checkpoint import read_state_dict, write_checkpoint
-from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit,
-                               last_checkpoint, linear_schedule, param_groups, pick_device, set_seed,
-                               write_json, write_text)
-
-
-class Tiny(nn.Module):
-    """The smallest model the loop accepts: forward, save_pretrained, from_pretrained."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(20, 8)
-        self.norm = nn.LayerNorm(8)
-        self.drop = nn.Dropout(0.2)
-        self.head = nn.Linear(8, 2)
-
-    def forward(self, x):  # x [B, L] -> [B, 2]
-        return self.head(self.drop(self.norm(self.emb(x).mean(1))))
-
-    def save_pretrained(self, folder):
-        write_checkpoint(Path(folder), {"model_type": "tiny"}, self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, folder):
-        model = cls()
-        model.load_state_dict(read_state_dict(Path(folder)))
-        return model
-
-
-def make_data(n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 20, (n, 5), generator=g), torch.randint(0, 2, (n,), generator=g)
-
-
-def run(tmp, model_fn, epochs=2, max_steps=None, resume=False, batch_size=8, callback=None, seed=0, **kw):
-    x, y = make_data()
-    set_seed(seed)
-    model = model_fn()
-    cfg = TrainConfig(output_dir=str(tmp), epochs=epochs, lr=1e-2, weight_decay=0.01, warmup_ratio=0.2,
-                      max_steps=max_steps, resume=resume, log_every=2, seed=seed, **kw)
-
-    def batches(epoch):
-        return ((x[i], y[i]) for i in batch_indices(len(x), batch_size, seed, epoch))
-
-    def loss_fn(m, batch):
-        return F.cross_entropy(m(batch[0]), batch[1]), len(batch[1])
-
-    result = fit(model, cfg, batches, loss_fn, steps_per_epoch=math.ceil(len(x) / batch_size),
-                 on_epoch_end=callback)
-    return model, result
+from minibert.cli import UserError
+from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit, last_checkpoint,
+                               linear_schedule, micro_batches, param_groups, pick_device, prepare_run, write_json,
+                               write_text)
 
 
 def tiny_bert():
@@ -71,17 +25,31 @@ def tiny_bert():
                                                     max_position_embeddings=16))
 
 
+def same_parameters(a: nn.Module, b: nn.Module, atol=0.0) -> bool:
+    return all(torch.allclose(x, y, rtol=0, atol=atol) if atol else torch.equal(x, y)
+               for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 # --------------------------------------------------------------------------------------------- options
 
 def test_add_training_args_defaults_and_errors(capsys):
     p = add_training_args(argparse.ArgumentParser(), lr=2e-5, epochs=4)
-    args = p.parse_args(["--output-dir", "o", "--max-steps", "3"])
+    args = p.parse_args(["--output-dir", "o", "--max-steps", "3", "--no-save-optimizer-state"])
     assert (args.lr, args.epochs, args.max_steps, args.device, args.resume) == (2e-5, 4, 3, "auto", False)
+    assert (args.precision, args.grad_accum_steps, args.save_total_limit) == (None, 1, 1)
+    assert not args.save_optimizer_state
+    assert not hasattr(args, "keep_best")  # the evaluation options only where the script evaluates
     cfg = TrainConfig.from_args(args)
-    assert cfg.output_dir == "o" and cfg.lr == 2e-5
+    assert cfg.output_dir == "o" and cfg.lr == 2e-5 and not cfg.save_optimizer_state and cfg.eval_every == 0
+    evaluating = add_training_args(argparse.ArgumentParser(), evaluation=True)
+    cfg = TrainConfig.from_args(evaluating.parse_args(["--keep-best", "--eval-every", "5",
+                                                       "--early-stopping-patience", "2"]))
+    assert (cfg.keep_best, cfg.eval_every, cfg.early_stopping_patience) == (True, 5, 2)
     for bad, msg in ((["--lr", "-1"], "argument --lr: expected a value > 0"),
                      (["--warmup-ratio", "1.5"], "argument --warmup-ratio: expected a value >= 0 and < 1"),
-                     (["--batch-size", "two"], "argument --batch-size: expected int, got 'two'")):
+                     (["--batch-size", "two"], "argument --batch-size: expected int, got 'two'"),
+                     (["--grad-accum-steps", "0"], "argument --grad-accum-steps: expected a value >= 1"),
+                     (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'")):
         with pytest.raises(SystemExit):
             p.parse_args(bad)
         assert msg in capsys.readouterr().err
@@ -92,13 +60,31 @@ def test_add_training_args_defaults_and_errors(capsys):
 def test_device_and_autocast():
     assert pick_device("cpu").type == "cpu"
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="--device: expected auto, cpu"):
+    assert pick_device("cpu", local_rank=1).type == "cpu"
+    with pytest.raises(UserError, match=r"unknown device \(--device, 'tpu9'\): expected auto, cpu"):
         pick_device("tpu9")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(UserError, match="CUDA is not available"):
             pick_device("cuda")
-    with autocast(torch.device("cpu")):  # a no-op on CPU: matmuls stay fp32
+    with autocast(torch.device("cpu")):  # the default on CPU is fp32: matmuls stay fp32
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_tf32_and_determinism_only_when_asked(tmp_path):
+    from minibert.runtime import configure_torch
+    train(tmp_path, max_steps=1)
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.are_deterministic_algorithms_enabled()
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        configure_torch(tf32=True, deterministic=True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+        torch.use_deterministic_algorithms(False)
 
 
 # --------------------------------------------------------------------------------------------- optimizer
@@ -167,34 +153,47 @@ def test_batch_indices_shuffle_and_bucketing():
         batch_indices(4, 2, 0, 0, lengths=[1, 2, 3])
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), world=st.integers(1, 4), accum=st.integers(1, 4))
+def test_micro_batches_split_every_batch_exactly(n, world, accum):
+    """The ranks' micro-batches partition the global batch, near-equally, the same for every world size."""
+    batch = list(range(100, 100 + n))
+    parts = {(r, k): p for r in range(world) for k, p in enumerate(micro_batches(batch, r, world, accum))}
+    assert sorted(i for p in parts.values() for i in p) == batch
+    assert max(map(len, parts.values())) - min(map(len, parts.values())) <= 1 + (n % world > 0)
+    assert all(isinstance(i, int) for p in parts.values() for i in p)
+    assert micro_batches(batch, 0, 1, 1) == [batch]
+
+
 # --------------------------------------------------------------------------------------------- files
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
-    write_json(path, {"mcc": 0.5})
-    assert json.loads(path.read_text()) == {"mcc": 0.5}
+    write_json(path, {"mcc": 0.5, "nan": float("nan")})
+    assert json.loads(path.read_text()) == {"mcc": 0.5, "nan": None}  # strict JSON: no NaN tokens
 
     def broken(self, text, **kw):
         open(self, "w").write(text[:3])
         raise OSError("disk full")
     monkeypatch.setattr(pathlib.Path, "write_text", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="disk full") as error:
         write_text(path, "new contents")
+    assert error.value.filename == str(path)  # the error names the file
     monkeypatch.undo()
-    assert json.loads(path.read_text()) == {"mcc": 0.5}
+    assert json.loads(path.read_text()) == {"mcc": 0.5, "nan": None}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left
 
 
-def test_run_log(tmp_path):
+def test_run_log_appends_strict_json(tmp_path):
     log = RunLog(tmp_path)
     log.event("step", step=1, loss=0.5)
     log.print("hello")
     log.close()
-    log = RunLog(tmp_path, resume=True)
-    log.event("step", step=2, loss=0.4)
+    log = RunLog(tmp_path)  # a second RunLog (a resumed run) appends
+    log.event("step", step=2, loss=float("inf"))
     log.close()
     recs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in recs] == [1, 2] and recs[0]["event"] == "step"
+    assert [r["step"] for r in recs] == [1, 2] and recs[0]["event"] == "step" and recs[1]["loss"] is None
     assert (tmp_path / "train.log").read_text() == "hello\n"
 
 
@@ -203,68 +202,202 @@ def test_run_log(tmp_path):
 def test_fit_logs_checkpoints_and_stops(tmp_path):
     seen = []
 
-    def callback(epoch):
-        seen.append(epoch)
+    def evaluate(model):
+        seen.append(model.training)
         return {"val_loss": 1.25}
-    model, res = run(tmp_path, Tiny, epochs=3, max_steps=5, callback=callback)
-    assert res["step"] == 5 and seen == [0, 1]  # epoch 0 full (3 steps), epoch 1 stopped after 2
+    model, res = train(tmp_path, epochs=3, max_steps=5, evaluate=evaluate)
+    assert res["step"] == 5 and seen == [False, False]  # epoch 1 (3 steps), then the stop after 2 of epoch 2
     assert [h["partial"] for h in res["history"]] == [False, True]
     assert res["history"][0]["val_loss"] == 1.25 and res["history"][0]["train_loss"] > 0
+    assert [e["step"] for e in res["evals"]] == [3, 5] and res["best"] is None and not res["stopped_early"]
     recs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     steps = [r for r in recs if r["event"] == "step"]
     assert [r["step"] for r in steps] == [2, 4, 5]
     assert all({"step", "epoch", "loss", "lr", "examples_per_s", "elapsed"} <= r.keys() for r in steps)
     assert [r["epoch"] for r in recs if r["event"] == "epoch"] == [1, 2]
+    assert [r["step"] for r in recs if r["event"] == "validation"] == [3, 5]
     ckpt = last_checkpoint(tmp_path)
     assert ckpt == tmp_path / "checkpoint" and res["checkpoint"] == str(ckpt)
-    assert {"config.json", "model.safetensors", "training_state.pt"} <= {p.name for p in ckpt.iterdir()}
-    assert not (tmp_path / "checkpoint.tmp").exists() and not (tmp_path / "checkpoint.old").exists()
-    assert "Saving model checkpoint to" in (tmp_path / "train.log").read_text()
-    reloaded = Tiny.from_pretrained(ckpt)
-    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
-    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")  # a crash in the middle of the swap
-    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    assert {"config.json", "model.safetensors", "training_state.pt", "trainer_state.json"} <= {
+        p.name for p in ckpt.iterdir()}
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", "log.jsonl", "train.log", "curves.png"}
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert (state["step"], state["epoch"], state["step_in_epoch"]) == (5, 1, 2) and state["settings"]["lr"] == 1e-2
+    assert [s for s, _ in state["losses"]] == [2, 4, 5]
+    text = (tmp_path / "train.log").read_text()
+    assert "saved checkpoint" in text and "step 4/5 | epoch 2 | loss " in text and "examples/s" in text
+    assert same_parameters(Tiny.from_pretrained(ckpt), model)
 
 
 @pytest.mark.parametrize("model_fn", [Tiny, tiny_bert], ids=["tiny", "bert"])
 @pytest.mark.parametrize("stop", [2, 3, 4])  # mid-epoch, at an epoch boundary, mid-epoch again
 def test_resume_gives_the_same_parameters(tmp_path, model_fn, stop):
-    straight, res_a = run(tmp_path / "a", model_fn, epochs=2)
-    run(tmp_path / "b", model_fn, epochs=2, max_steps=stop)
-    resumed, res_b = run(tmp_path / "b", model_fn, epochs=2, resume=True, seed=0)
+    """Cut by --max-steps, then --resume: the parameters, losses and logged values of an uninterrupted run."""
+    straight, res_a = train(tmp_path / "a", model_fn, log_every=1)
+    train(tmp_path / "b", model_fn, max_steps=stop, log_every=1)
+    resumed, res_b = train(tmp_path / "b", model_fn, resume=True, log_every=1)
     assert res_a["step"] == res_b["step"] == 6
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
-    assert [h["train_loss"] for h in res_a["history"]] == pytest.approx([h["train_loss"] for h in res_b["history"]])
+    assert same_parameters(straight, resumed)
+    assert [h["train_loss"] for h in res_a["history"]] == [h["train_loss"] for h in res_b["history"]]
     assert [h["epoch"] for h in res_b["history"]] == [1, 2]
+    assert step_losses(tmp_path / "a") == step_losses(tmp_path / "b")  # the log holds each step once
 
 
 def test_resume_with_different_seed_differs(tmp_path):
     """Guards the resume test: the parameters do depend on the data order / dropout."""
-    a, _ = run(tmp_path / "a", Tiny, seed=0)
-    b, _ = run(tmp_path / "b", Tiny, seed=1)
+    a, _ = train(tmp_path / "a", seed=0)
+    b, _ = train(tmp_path / "b", seed=1)
     assert not torch.equal(a.head.weight, b.head.weight)
 
 
-def test_evaluation_callback_does_not_change_training(tmp_path):
-    plain, _ = run(tmp_path / "a", Tiny)
-    noisy, _ = run(tmp_path / "b", Tiny, callback=lambda e: {"noise": float(torch.rand(1))})
-    assert torch.equal(plain.head.weight, noisy.head.weight)
+def test_evaluation_does_not_change_training(tmp_path):
+    plain, _ = train(tmp_path / "a")
+    noisy, res = train(tmp_path / "b", eval_every=1, evaluate=lambda m: {"noise": float(torch.rand(1))})
+    assert len(res["evals"]) == 6 and same_parameters(plain, noisy)
 
 
-def test_resume_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint in"):
-        run(tmp_path, Tiny, resume=True)
-    run(tmp_path, Tiny, max_steps=1)
-    with pytest.raises(ValueError, match="--resume: .* 3 steps per epoch .* this run has 2 .* --batch-size"):
-        run(tmp_path, Tiny, resume=True, batch_size=12)
+def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint to resume"):
+        train(tmp_path, resume=True)
+    train(tmp_path, max_steps=1)
+    with pytest.raises(UserError, match=r"--batch-size 8 in the checkpoint, 12 now; steps per epoch 3 in the "
+                                        r"checkpoint, 2 now"):
+        train(tmp_path, resume=True, batch_size=12)
+    with pytest.raises(UserError, match=r"--lr 0.01 in the checkpoint, 0.02 now"):
+        train(tmp_path, resume=True, lr=2e-2)
+    with pytest.raises(UserError, match=r"the training data \(fingerprint\)"):
+        train(tmp_path, resume=True, n=23)  # other examples, as many batches
 
 
-@pytest.mark.parametrize("steps_per_epoch,msg", [(4, r"batches\(0\) gave 3 batches, steps_per_epoch=4"),
-                                                 (2, r"batches\(0\) gave more than steps_per_epoch=2")])
-def test_wrong_steps_per_epoch(tmp_path, steps_per_epoch, msg):
+def test_wrong_number_of_batches(tmp_path):
     x, y = make_data()
-    cfg = TrainConfig(output_dir=str(tmp_path), epochs=2)
-    with pytest.raises(ValueError, match=msg):
-        fit(Tiny(), cfg, lambda e: [(x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)],
-            lambda m, b: (F.cross_entropy(m(b[0]), b[1]), len(b[1])), steps_per_epoch=steps_per_epoch)
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=2, device="cpu")
+    with pytest.raises(ValueError, match=r"batches\(1\) gave 2 batches, batches\(0\) 3"):
+        fit(Tiny(), cfg, lambda e: [[0, 1], [2, 3], [4, 5]][:3 - e], lambda i: (x[i], y[i]),
+            lambda m, b: (torch.nn.functional.cross_entropy(m(b[0]), b[1]), len(b[1])))
+    with pytest.raises(UserError, match="no training data"):
+        fit(Tiny(), cfg, lambda e: [], lambda i: (x[i], y[i]), None)
+
+
+# --------------------------------------------------------------------------------------------- accumulation
+
+@pytest.mark.parametrize("accum", [2, 3, 8])
+def test_accumulation_equals_the_whole_batch(tmp_path, accum):
+    """K micro-batches of B/K (a token-mean loss over sequences of different lengths, a short last batch,
+    empty micro-batches at K=8 for it) give the parameters of batch B at once. Dense model, no dropout:
+    AdamW does not amplify the float rounding the different grouping brings, so 1e-6 is honest."""
+    whole, res_a = train(tmp_path / "a", Dense, data="sequences", log_every=1)
+    parts, res_b = train(tmp_path / "b", Dense, data="sequences", log_every=1, grad_accum_steps=accum)
+    assert res_a["step"] == res_b["step"] == 6  # 22 examples: batches of 8, 8, 6
+    assert same_parameters(whole, parts, atol=1e-6)
+    assert step_losses(tmp_path / "a") == pytest.approx(step_losses(tmp_path / "b"), rel=1e-6)
+
+
+def test_accumulation_weights_each_micro_batch(tmp_path):
+    """Guards the test above: with every micro-batch counted alike (weight 1), the result differs."""
+    whole, _ = train(tmp_path / "a", Dense, data="sequences")
+    unweighted, _ = train(tmp_path / "b", Dense, data="sequences", grad_accum_steps=2,
+                          loss_fn=lambda m, b: (token_loss(m, b)[0], 1))
+    assert not same_parameters(whole, unweighted, atol=1e-4)
+
+
+def test_fp16_with_loss_scaling_trains(tmp_path):
+    """fp16 autocast with GradScaler on CPU: the loss falls; steps skipped for inf gradients are not errors."""
+    model, res = train(tmp_path, Dense, data="sequences", precision="fp16", epochs=4, lr=3e-2, log_every=1)
+    losses = step_losses(tmp_path)
+    assert res["step"] == 12 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
+    state = torch.load(tmp_path / "checkpoint" / "training_state.pt", weights_only=False)
+    assert state["scaler"]["scale"] == 65536.0  # scaling was on (and never met an inf here)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+    def huge_loss(m, batch):  # 1e3 x the loss overflows fp16 gradients at the initial scale of 65536
+        loss, weight = token_loss(m, batch)
+        return loss * 1e3, weight
+    train(tmp_path / "huge", Dense, data="sequences", precision="fp16", loss_fn=huge_loss)
+    state = torch.load(tmp_path / "huge" / "checkpoint" / "training_state.pt", weights_only=False)
+    assert state["scaler"]["scale"] < 65536.0  # steps with inf gradients were skipped and the scale lowered
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+def scripted(values: list[float]):
+    """A toy evaluation whose metric at its n-th call is values[n]."""
+    calls = iter(values)
+    return lambda model: {"score": next(calls)}
+
+
+def test_keep_best_keeps_the_best_step(tmp_path):
+    scores = [0.5, 0.6, 0.9, 0.7]  # evaluations every 2 steps and at the epoch ends: steps 2, 3, 4, 6
+    model, res = train(tmp_path / "run", eval_every=2, keep_best=True, evaluate=scripted(scores), metric="score")
+    assert [e["step"] for e in res["evals"]] == [2, 3, 4, 6]
+    assert (res["best"]["step"], res["best"]["score"], res["best"]["path"]) == (4, 0.9, str(tmp_path / "run" / "best"))
+    at_4, _ = train(tmp_path / "ref", max_steps=4)
+    assert same_parameters(Tiny.from_pretrained(tmp_path / "run" / "best"), at_4)  # the best step's weights
+    assert same_parameters(model, at_4)  # fit ends with the best model loaded
+    assert json.loads((tmp_path / "run" / "best" / "evaluation.json").read_text())["step"] == 4
+    assert same_parameters(Tiny.from_pretrained(tmp_path / "run" / "checkpoint"), train(tmp_path / "c")[0])
+    assert "(best)" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_lower_is_better(tmp_path):
+    _, res = train(tmp_path, eval_every=1, evaluate=lambda m, calls=iter([3.0, 1.0, 2.0, 0.5, 4.0, 9.0]): {
+        "loss": next(calls)}, metric="loss", higher_is_better=False)
+    assert res["best"]["step"] == 4 and res["best"]["path"] is None  # tracked, not saved without --keep-best
+
+
+def test_early_stopping_stops_at_the_right_evaluation(tmp_path):
+    scores = [0.1, 0.4, 0.3, 0.4, 0.9, 0.9]  # at steps 1 to 6
+    _, res = train(tmp_path, eval_every=1, early_stopping_patience=2, evaluate=scripted(scores), metric="score")
+    assert res["stopped_early"] and res["step"] == 4  # 3 and 4 did not beat step 2's 0.4
+    assert [e["step"] for e in res["evals"]] == [1, 2, 3, 4] and res["best"]["step"] == 2
+    assert res["history"][-1]["partial"] and "early stopping at step 4" in (tmp_path / "train.log").read_text()
+    assert json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["evals_since_best"] == 2
+
+
+def test_keep_best_needs_an_evaluation(tmp_path):
+    with pytest.raises(ValueError, match="need fit\\(evaluate=..., metric=...\\)"):
+        train(tmp_path, keep_best=True)
+
+
+# --------------------------------------------------------------------------------------------- disk and views
+
+def test_save_total_limit_and_optimizer_state(tmp_path):
+    train(tmp_path / "a", save_every=1, save_total_limit=3)
+    kept = sorted(p.name for p in (tmp_path / "a").glob("checkpoint*"))
+    assert kept == ["checkpoint", "checkpoint-4", "checkpoint-5"]
+    train(tmp_path / "b", save_every=1)
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint*")) == ["checkpoint"]
+    train(tmp_path / "c", save_optimizer_state=False, max_steps=2)
+    assert not (tmp_path / "c" / "checkpoint" / "training_state.pt").exists()
+    with pytest.raises(UserError, match="holds no optimizer state .*cannot be resumed"):
+        train(tmp_path / "c", resume=True)
+
+
+def test_tensorboard_and_curves(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    train(tmp_path / "a", report_to="tensorboard", evaluate=lambda m: {"acc": 0.5}, metric="acc")
+    assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "a" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
+                        real_find_spec(name, *a))
+    args = add_training_args(argparse.ArgumentParser()).parse_args(
+        ["--output-dir", str(tmp_path / "c"), "--report-to", "tensorboard", "--device", "cpu"])
+    with pytest.raises(UserError, match=r"TensorBoard is not installed \(--report-to, 'tensorboard'\): pip install"):
+        prepare_run(args)
+    assert not (tmp_path / "c").exists()
+    monkeypatch.undo()
+
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    train(tmp_path / "b")
+    assert not (tmp_path / "b" / "curves.png").exists()
+    assert "matplotlib is not installed: no curves.png" in (tmp_path / "b" / "train.log").read_text()

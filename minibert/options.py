@@ -1,0 +1,129 @@
+"""The command-line options every training script shares, and the TrainConfig they become."""
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+# The settings that change what a run computes: --resume refuses a checkpoint trained with other values.
+# (Intervals, --max-steps, --device, --compile and the like may differ.)
+RESULT_SETTINGS = ("model", "epochs", "batch_size", "grad_accum_steps", "lr", "weight_decay", "warmup_ratio",
+                   "max_grad_norm", "seed", "precision")
+
+
+def _number(kind, lo, lo_ok, hi=None):
+    def parse(s):
+        try:
+            x = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {s!r}") from None
+        if (x < lo if lo_ok else x <= lo) or (hi is not None and x >= hi):
+            bound = f"{'>=' if lo_ok else '>'} {lo}" + (f" and < {hi}" if hi is not None else "")
+            raise argparse.ArgumentTypeError(f"expected a value {bound}, got {s!r}")
+        return x
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False, **defaults) -> argparse.ArgumentParser:
+    """Add the options every script shares; `defaults` sets the script's own values (e.g. lr=2e-5).
+    `evaluation`: the script evaluates during training (fit's `evaluate`), so it gets --eval-every,
+    --keep-best and --early-stopping-patience."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--model", default="bert-base-uncased",
+                   help="checkpoint folder (HF layout), the alias 'minilm', or a Hub id")
+    g.add_argument("--output-dir", default="out", help="log, metrics, samples and checkpoints go here")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --output-dir (its log, metrics and checkpoints)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    g.add_argument("--epochs", type=_number(int, 1, True), default=1, help="passes over the training data")
+    g.add_argument("--batch-size", type=_number(int, 1, True), default=32,
+                   help="examples per optimizer step, over all processes and accumulation steps together")
+    g.add_argument("--grad-accum-steps", type=_number(int, 1, True), default=1,
+                   help="cut each batch into this many micro-batches, one forward/backward each, then one "
+                        "optimizer step: the same result as the whole batch at once, in less memory")
+    g.add_argument("--lr", type=_number(float, 0, False), default=5e-5, help="peak learning rate (AdamW)")
+    g.add_argument("--weight-decay", type=_number(float, 0, True), default=0.0,
+                   help="AdamW weight decay (never on biases and LayerNorm weights)")
+    g.add_argument("--warmup-ratio", type=_number(float, 0, True, 1), default=0.0,
+                   help="fraction of the steps with a linear warmup, then linear decay to 0")
+    g.add_argument("--max-grad-norm", type=_number(float, 0, True), default=1.0, help="0 = no clipping")
+    g.add_argument("--max-steps", type=_number(int, 1, True), default=None,
+                   help="stop each training stage (train_paraphrase.py: denoising, then fine-tuning) after this many "
+                        "optimizer steps, for smoke runs; the learning-rate schedule stays that of the full run, so "
+                        "--resume can continue it")
+    g.add_argument("--seed", type=int, default=42, help="seeds the batch order, new heads' initialization and dropout")
+    g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="autocast dtype of the forward pass (parameters and optimizer stay fp32; fp16 scales the "
+                        "loss); when not given: bf16 on a GPU that has it, else fp32")
+    g.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 tensor cores (Ampere GPUs and later)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels where PyTorch has them (bit-stable reruns, somewhat slower)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    g.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1; "
+                                                     "under torchrun each process takes cuda:LOCAL_RANK")
+    g.add_argument("--log-every", type=_number(int, 1, True), default=50, help="log every N optimizer steps")
+    g.add_argument("--save-every", type=_number(int, 0, True), default=0,
+                   help="also checkpoint every N steps (0 = at epoch ends and at the end only)")
+    g.add_argument("--save-total-limit", type=_number(int, 1, True), default=1,
+                   help="keep the N most recent checkpoints (<output-dir>/checkpoint, then checkpoint-<step>)")
+    g.add_argument("--save-optimizer-state", action=argparse.BooleanOptionalAction, default=True,
+                   help="store the optimizer state with each checkpoint (about twice the model's size); "
+                        "without it a checkpoint cannot be resumed")
+    g.add_argument("--report-to", choices=["none", "tensorboard"], default="none",
+                   help="also write the training curves for TensorBoard, to <output-dir>/tensorboard")
+    if evaluation:
+        g.add_argument("--eval-every", type=_number(int, 0, True), default=0,
+                       help="evaluate on the validation data every N steps (0 = at epoch ends only)")
+        g.add_argument("--keep-best", action="store_true",
+                       help="keep the best checkpoint by the validation metric in <output-dir>/best and report "
+                            "the final metrics from it")
+        g.add_argument("--early-stopping-patience", type=_number(int, 1, True), default=None,
+                       help="stop after this many evaluations without a better validation metric")
+    unknown = set(defaults) - {a.dest for a in g._group_actions}
+    if unknown:
+        raise ValueError(f"add_training_args: unknown defaults {sorted(unknown)}")
+    parser.set_defaults(**defaults)
+    return parser
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str
+    model: str = ""
+    epochs: int = 1
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    max_steps: int | None = None
+    seed: int = 42
+    precision: str | None = None  # None: bf16 on a GPU that has it, else fp32
+    resume: bool = False
+    overwrite: bool = False
+    compile: bool = False
+    device: str = "auto"
+    tf32: bool = False
+    deterministic: bool = False
+    log_every: int = 50
+    save_every: int = 0
+    save_total_limit: int = 1
+    save_optimizer_state: bool = True
+    report_to: str = "none"
+    eval_every: int = 0
+    keep_best: bool = False
+    early_stopping_patience: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in fields})
+
+    def settings(self) -> dict:
+        """The settings that change the result (RESULT_SETTINGS) and their values; a model folder by its
+        absolute path, however it was spelled."""
+        values = {name: getattr(self, name) for name in RESULT_SETTINGS}
+        if values["model"] and Path(values["model"]).is_dir():
+            values["model"] = str(Path(values["model"]).resolve())
+        return values

@@ -1,0 +1,263 @@
+"""Readers of the user's files: the table reader (CSV, TSV, JSONL), classification rows, paraphrase pairs,
+SQuAD as JSONL and the checks of SQuAD answers, and the Hub loaders' one-line errors. Every error names the
+file and the line (or the question), and says what is wrong with which value."""
+import json
+
+import pytest
+
+import data.hub
+from data.classification import LabeledText, label_names, read_labeled
+from data.cola import load_hub as load_cola_hub
+from data.files import read_json, read_table, read_text
+from data.paraphrase import Pair, load_hub as load_paraphrase_hub, read_pairs, read_squad_contexts
+from data.squad import SquadExample, featurize, load_squad_hub, read_squad_file
+from minibert.cli import UserError
+from minibert.checkpoint import load_tokenizer
+
+
+def write(path, content):
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- the table reader
+
+def test_csv_quoting_bom_blank_lines_and_extra_columns(tmp_path):
+    path = write(tmp_path / "t.csv", '\ufefftext,label,note\n"a, b",x,1\n\n"say ""hi""\nthen go",y,2\nplain,z,3\n')
+    rows = read_table(path, ["text", "label"])
+    assert [r.values["text"] for r in rows] == ["a, b", 'say "hi"\nthen go', "plain"]
+    assert [r.line for r in rows] == [2, 4, 6]  # where each row starts; the quoted newline spans lines 4-5
+    assert rows[0].values == {"text": "a, b", "label": "x", "note": "1"}
+
+
+def test_tsv_and_jsonl(tmp_path):
+    tsv = read_table(write(tmp_path / "t.tsv", "label\ttext\n1\tIt's \"fine\", really.\n"), ["text", "label"])
+    assert tsv[0].values == {"label": "1", "text": 'It\'s "fine", really.'}  # a quote inside a field is text
+    jsonl = write(tmp_path / "t.jsonl", '{"text": "a\u2028b", "label": 2}\n\n{"text": "c", "label": "x", "more": []}\n')
+    rows = read_table(jsonl, ["text", "label"])
+    assert [(r.line, r.values["text"], r.values["label"]) for r in rows] == [(1, "a\u2028b", 2), (3, "c", "x")]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("t.txt", "a,b\n", r"unknown table format \(.*t\.txt, '\.txt'\): .*\.csv, \.tsv, \.jsonl"),
+    ("t.csv", "sentence,label\nx,1\n",
+     r"missing column 'text' \(.*t\.csv, line 1\): the columns there are 'sentence', 'label'"),
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"txt": "b", "label": 0}\n',
+     r"missing column 'text' \(.*t\.jsonl, line 2\): the columns there are 'txt', 'label'"),
+    ("t.csv", "text,label\na,1\nb,1,extra\n", r"expected 2 CSV fields \(as the header\), got 3 \(.*t\.csv, line 3\)"),
+    ("t.tsv", 'text\tlabel\n"Go home," she said.\t1\n', r"malformed TSV .*\(.*t\.tsv, line 2\)"),
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n', r"not valid JSON .*\(.*t\.jsonl, line 2\)"),
+    ("t.jsonl", '["a", 1]\n', r"expected a JSON object, got list \(.*t\.jsonl, line 1\)"),
+    ("t.csv", "", r"no header row \(.*t\.csv\)"),
+    ("t.csv", b"text,label\nok,1\ncaf\xe9,1\n",
+     r"not UTF-8 text \(.*t\.csv, line 3, b'\\xe9'\): save the file as UTF-8"),
+])
+def test_table_errors_name_file_and_line(tmp_path, name, content, message):
+    with pytest.raises(UserError, match=message):
+        read_table(write(tmp_path / name, content), ["text", "label"])
+
+
+def test_read_text_and_json(tmp_path):
+    assert read_text(write(tmp_path / "a.txt", "\ufeffhé\n")) == "hé\n"
+    with pytest.raises(UserError, match=r"not valid JSON .*\(.*a\.json, line 3\)"):
+        read_json(write(tmp_path / "a.json", '{\n "a": 1,\n}\n'))
+
+
+# ----------------------------------------------------------------------------- classification rows
+
+def test_read_labeled_strings_integers_and_label_order(tmp_path):
+    csv_rows = read_labeled(write(tmp_path / "train.csv", "text,label\nGood.,pos\nBad.,neg\nSo so.,neutral\n"),
+                            "text", "label")
+    assert csv_rows[0] == LabeledText("Good.", "pos") and label_names(csv_rows) == ["neg", "neutral", "pos"]
+    jsonl = write(tmp_path / "train.jsonl", "".join(json.dumps({"s": f"s{i}", "y": y}) + "\n"
+                                                    for i, y in enumerate([10, 2, 0, 2])))
+    rows = read_labeled(jsonl, "s", "y")
+    assert [r.label for r in rows] == ["10", "2", "0", "2"]
+    assert label_names(rows) == ["0", "2", "10"]  # integers sort as numbers, not as strings
+    assert label_names([LabeledText("a", "1"), LabeledText("b", "x")]) == ["1", "x"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text,label\nfine,pos\nodd,maybe\n", r"unknown label \(.*dev\.csv, line 3, column 'label', 'maybe'\): "
+                                          r"the training file's labels are neg, pos"),
+    ("text,label\n,pos\n", r"expected a non-empty string \(.*dev\.csv, line 2, column 'text', ''\)"),
+    ("text,label\nfine,\n", r"a label must be a non-empty string or an integer \(.*dev\.csv, line 2, column 'label'"),
+    ("text,label\n", r"no rows \(.*dev\.csv\)"),
+])
+def test_read_labeled_errors(tmp_path, content, message):
+    with pytest.raises(UserError, match=message):
+        read_labeled(write(tmp_path / "dev.csv", content), "text", "label", labels=["neg", "pos"])
+
+
+def test_read_labeled_rejects_non_text_json_values(tmp_path):
+    path = write(tmp_path / "dev.jsonl", '{"text": "a", "label": true}\n')
+    with pytest.raises(UserError, match=r"\(.*dev\.jsonl, line 1, column 'label', True\)"):
+        read_labeled(path, "text", "label")
+    write(path, '{"text": 3, "label": 1}\n')
+    with pytest.raises(UserError, match=r"expected a non-empty string \(.*dev\.jsonl, line 1, column 'text', 3\)"):
+        read_labeled(path, "text", "label")
+
+
+# ----------------------------------------------------------------------------- paraphrase pairs
+
+@pytest.mark.parametrize("name, content", [
+    ("p.csv", 'src,tgt\n"Hello, world.",Hi world.\nA b.,C d.\n'),
+    ("p.tsv", "tgt\tsrc\nHi world.\tHello, world.\nC d.\tA b.\n"),
+    ("p.jsonl", '{"src": "Hello, world.", "tgt": "Hi world."}\n{"src": "A b.", "tgt": "C d."}\n'),
+])
+def test_read_pairs_every_format(tmp_path, name, content):
+    assert read_pairs(write(tmp_path / name, content), "src", "tgt") == [Pair("Hello, world.", "Hi world."),
+                                                                          Pair("A b.", "C d.")]
+
+
+def test_read_pairs_errors(tmp_path):
+    with pytest.raises(UserError, match=r"missing columns 'source', 'target' \(.*p\.csv, line 1\): the columns there "
+                                        r"are 'a', 'b'"):
+        read_pairs(write(tmp_path / "p.csv", "a,b\nx,y\n"), "source", "target")
+    with pytest.raises(UserError, match=r"\(.*p\.csv, line 3, column 'b', ''\)"):
+        read_pairs(write(tmp_path / "p.csv", "a,b\nx,y\nz,\n"), "a", "b")
+
+
+# ----------------------------------------------------------------------------- SQuAD
+
+CONTEXT = "Paris is the capital of France."
+
+
+def squad_rows():
+    return [{"id": "a", "title": "t", "context": CONTEXT, "question": "Capital?",
+             "answers": {"text": ["Paris", "Paris"], "answer_start": [0, 0]}},
+            {"id": "b", "title": "t", "context": CONTEXT, "question": "Of what?",
+             "answers": {"text": ["France"], "answer_start": [24]}},
+            {"id": "c", "title": "t", "context": CONTEXT, "question": "Mars?",
+             "answers": {"text": [], "answer_start": []}}]
+
+
+def as_jsonl(path, rows):
+    return write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def as_official(path, rows):
+    qas = [{"id": r["id"], "question": r["question"], "is_impossible": not r["answers"]["text"],
+            "answers": [{"text": t, "answer_start": s} for t, s in zip(*r["answers"].values())]} for r in rows]
+    return write(path, json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": CONTEXT, "qas": qas}]}]}))
+
+
+def test_squad_jsonl_reads_as_the_official_json(tmp_path):
+    jsonl = read_squad_file(as_jsonl(tmp_path / "dev.jsonl", squad_rows()))
+    assert jsonl == read_squad_file(as_official(tmp_path / "dev.json", squad_rows()))
+    assert jsonl[0] == SquadExample("a", "Capital?", CONTEXT, ["Paris", "Paris"], [0, 0], False)
+    assert jsonl[2].is_impossible and jsonl[2].answer_texts == []
+
+
+@pytest.mark.parametrize("answers, message", [
+    ({"text": ["Paris"], "answer_start": [-31]}, r"answers\[0\]: answer_start -31 puts the 5-character text 'Paris' "
+                                                r"outside the 31-character context"),
+    ({"text": ["France."], "answer_start": [30]}, r"answers\[0\]: answer_start 30 puts the 7-character text"),
+    ({"text": [""], "answer_start": [0]}, r"answers\[0\]: empty answer text"),
+    ({"text": ["Paris"], "answer_start": [1]}, r"answers\[0\]: text 'Paris' is not at answer_start 1"),
+])
+def test_squad_answers_are_checked_as_spans(tmp_path, answers, message):
+    rows = squad_rows()
+    rows[1]["answers"] = answers
+    with pytest.raises(UserError, match=message + r".*\(.*dev\.jsonl, line 2, question 'b'\)"):
+        read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
+    with pytest.raises(UserError, match=r"qas\[1\]\." + message + r".*\(.*dev\.json, question 'b'\)"):
+        read_squad_file(as_official(tmp_path / "dev.json", rows))
+
+
+def test_squad_duplicate_ids_and_malformed_lines(tmp_path):
+    rows = squad_rows()
+    rows[2]["id"] = "a"
+    with pytest.raises(UserError, match=r"duplicate question id \(.*dev\.jsonl, line 1 and line 3, 'a'\)"):
+        read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
+    with pytest.raises(UserError, match=r"duplicate question id \(.*dev\.json, data\[0\]\.paragraphs\[0\]\.qas\[0\] "
+                                        r"and data\[0\]\.paragraphs\[0\]\.qas\[2\], 'a'\)"):
+        read_squad_file(as_official(tmp_path / "dev.json", rows))
+    rows = squad_rows()
+    rows[1]["answers"] = {"text": ["France"]}
+    with pytest.raises(UserError, match=r"malformed answers \(.*dev\.jsonl, line 2, column 'answers'"):
+        read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
+    del rows[1]["answers"]
+    with pytest.raises(UserError, match=r"missing column 'answers' \(.*dev\.jsonl, line 2\)"):
+        read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
+
+
+@pytest.mark.parametrize("kwargs, name, value", [
+    ({"doc_stride": 0}, "doc_stride", 0), ({"doc_stride": -5}, "doc_stride", -5),
+    ({"max_seq_length": 0}, "max_seq_length", 0), ({"max_query_length": 0}, "max_query_length", 0),
+    ({"doc_stride": 2.5}, "doc_stride", 2.5),
+])
+def test_featurize_checks_its_lengths(kwargs, name, value):
+    ex = SquadExample("q", "Capital?", CONTEXT, [], [], True)
+    with pytest.raises(UserError, match=rf"{name} must be a positive integer \({name}, {value}\)"):
+        featurize([ex], load_tokenizer("minilm"), **kwargs)
+
+
+@pytest.mark.parametrize("read, name, content, message", [
+    (read_squad_file, "empty.jsonl", "\n", r"no questions \(.*empty\.jsonl\)"),
+    (read_squad_file, "dev.csv", "id,context\n", r"unknown SQuAD file format \(.*dev\.csv, '\.csv'\)"),
+    (read_squad_file, "bad.json", b'{"data":\n "\xff"}', r"not UTF-8 text \(.*bad\.json, line 2"),
+    (read_squad_contexts, "ctx.json", "{oops", r"not valid JSON .*\(.*ctx\.json, line 1\)"),  # --denoise-text
+    (read_squad_contexts, "ctx.json", '{"data": [{"title": "no paragraphs"}]}', r"not SQuAD JSON.*\(.*ctx\.json\)"),
+    (read_squad_contexts, "ctx.json", b'{"data": "\xff"}', r"not UTF-8 text \(.*ctx\.json, line 1"),
+])
+def test_squad_file_errors_name_the_file(tmp_path, read, name, content, message):
+    with pytest.raises(UserError, match=message):
+        read(write(tmp_path / name, content))
+
+
+# ----------------------------------------------------------------------------- the Hub
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """The Hub cannot be reached and the environment does not ask for the offline cache."""
+    datasets = pytest.importorskip("datasets")
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(data.hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset called"))
+
+
+@pytest.mark.parametrize("load, names", [
+    (load_cola_hub, ["nyu-mll/glue cola", "--data-dir", "in_domain_train.tsv", "https://nyu-mll.github.io/CoLA/"]),
+    (lambda: load_squad_hub("2.0", "train"), ["rajpurkar/squad_v2", "--data-dir", "train-v2.0.json",
+                                              "https://rajpurkar.github.io/SQuAD-explorer/"]),
+    (lambda: load_paraphrase_hub("quora", "train"), ["sentence-transformers/quora-duplicates", "--data-dir",
+                                                     "msr_paraphrase", "google-research-datasets/paws"]),
+])
+def test_unreachable_hub_says_what_to_pass(no_network, load, names):
+    with pytest.raises(UserError) as e:
+        load()
+    message = str(e.value)
+    assert message.startswith("cannot reach the Hugging Face Hub") and "\n" not in message
+    assert all(n in message for n in names), message
+
+
+def test_offline_without_cache_is_one_line(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(data.hub, "hub_reachable", lambda: pytest.fail("offline: no network check"))
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(UserError, match=r"cannot load nyu-mll/glue cola from the Hugging Face Hub .*--data-dir"):
+        load_cola_hub()
+
+
+def test_hub_reachable_fails_fast_without_a_server(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    assert data.hub.hub_reachable(timeout=1.0) is False
+
+
+def test_quora_comes_from_a_parquet_copy(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+    rows = [{"sentence1": "How do I learn Python ?", "sentence2": "What is the best way to learn Python?", "label": 1},
+            {"sentence1": "Is it red?", "sentence2": "Is it blue?", "label": 0}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or rows)
+    pairs = load_paraphrase_hub("quora", "train")
+    assert pairs == [Pair("How do I learn Python?", "What is the best way to learn Python?")]
+    assert calls == [(("sentence-transformers/quora-duplicates", "pair-class"), {"split": "train"})]
