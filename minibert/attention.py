@@ -11,6 +11,7 @@ Masks are boolean, True = "this query may look at this key", broadcastable to [B
 `None` means "nothing masked", which lets CUDA pick the flash kernel.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,30 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     return keep[:, None, None, :]
 
 
+@dataclass
+class Packing:
+    """Where the real tokens of a padded batch are, for layers that compute on them alone (unpadding: Portes et al.
+    2023, "MosaicBERT"; FlashAttention's bert_padding). A token is real where padding_mask lets keys be seen
+    (every position of a row with no real token at all), so the real tokens compute exactly what they would padded."""
+    index: Tensor  # long [n], into the B * L positions
+    batch_shape: tuple[int, int]  # B, L
+
+    @classmethod
+    def of(cls, attention_mask: Tensor) -> "Packing":
+        """attention_mask [B, L] -> its real tokens (reads the mask on the host)."""
+        real = padding_mask(attention_mask)[:, 0, 0]  # [B, L]
+        return cls(real.flatten().nonzero().squeeze(1), tuple(real.shape))
+
+    def pack(self, x: Tensor) -> Tensor:
+        """[B, L, ...] -> the real tokens' [n, ...]."""
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """[n, ...] -> [B, L, ...], zeros at the padding."""
+        B, L = self.batch_shape
+        return x.new_zeros(B * L, *x.shape[1:]).index_copy(0, self.index, x).unflatten(0, (B, L))
+
+
 def causal_mask(q_len: int, k_len: int, device=None) -> Tensor:
     """bool [q_len, k_len]: query i (the last q_len of k_len positions) sees keys 0 .. k_len - q_len + i."""
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
@@ -75,17 +100,23 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, L, D] -> q, k, v, each [B, H, L, D/H]."""
-        return split_heads(self.qkv(x), self.n_heads, self.head_dim).unbind(0)
+    def project(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, L, D], or its real tokens [n, D] and their packing -> q, k, v, each [B, H, L, D/H]."""
+        qkv = self.qkv(x)
+        return split_heads(qkv if packing is None else packing.unpack(qkv), self.n_heads, self.head_dim).unbind(0)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """Heads in, projected output [B, Lq, D] out."""
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False,
+               packing: Packing | None = None) -> Tensor:
+        """Heads in, projected output [B, Lq, D] out (with a packing, the real tokens' [n, D])."""
         p = self.dropout if self.training else 0.0
-        return self.out(merge_heads(scaled_dot_product(q, k, v, mask, is_causal, p, self.impl)))
+        h = merge_heads(scaled_dot_product(q, k, v, mask, is_causal, p, self.impl))
+        return self.out(h if packing is None else packing.pack(h))
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        return self.attend(*self.project(x), mask=mask, is_causal=is_causal)
+    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False,
+                packing: Packing | None = None) -> Tensor:
+        """x [B, L, D] -> [B, L, D]; or the real tokens [n, D] of a padded batch and their packing -> [n, D]: the
+        projections run on the real tokens alone, the attention on the padded layout (`mask` hides the padding)."""
+        return self.attend(*self.project(x, packing), mask=mask, is_causal=is_causal, packing=packing)
 
 
 class CrossAttention(SelfAttention):

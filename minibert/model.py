@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import SelfAttention, padding_mask
+from .attention import Packing, SelfAttention, padding_mask
 from .checkpoint import PretrainedMixin, bert_from_hf, bert_to_hf
 from .config import BertConfig
 from .fused import Dropout, gelu_linear
@@ -56,8 +56,9 @@ class BertLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.drop = Dropout(c.hidden_dropout_prob)
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+    def forward(self, x: Tensor, mask: Tensor | None, packing: Packing | None = None) -> Tensor:
+        """x [B, L, H], or with a packing the real tokens [n, H] (see SelfAttention.forward)."""
+        x = self.attn_norm(x + self.drop(self.attn(x, mask, packing=packing)))
         return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
@@ -109,13 +110,19 @@ class BertModel(BertPreTrainedModel):
     def for_checkpoint(cls, config: BertConfig, hf_state_dict: dict[str, Tensor]) -> "BertModel":
         return cls(config, add_pooling_layer=any(k.removeprefix("bert.").startswith("pooler.") for k in hf_state_dict))
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+                skip_padding: bool = False) -> Tensor:
+        """skip_padding: the layers compute the real tokens alone (see Packing) and the output is zero at the padding,
+        where it would otherwise hold values no loss should read; for heads that read real tokens only. Not on CUDA,
+        where finding the real tokens would wait for the device at every call."""
         mask = padding_mask(attention_mask)  # [B, 1, 1, L] or None
         x = self.embeddings(input_ids, token_type_ids)
+        packing = Packing.of(attention_mask) if skip_padding and mask is not None and not mask.is_cuda else None
+        if packing is not None:
+            x = packing.pack(x)  # [n, H]
         for layer in self.layers:
-            x = layer(x, mask)
-        return x
+            x = layer(x, mask, packing)
+        return x if packing is None else packing.unpack(x)
 
     def pool(self, hidden: Tensor) -> Tensor:
         """Last hidden states [B, L, H] -> tanh(W h_[CLS] + b) [B, H] (Devlin et al. 2019, section 3)."""
@@ -166,5 +173,5 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Tensor:
-        pooled = self.bert.pool(self.bert(input_ids, attention_mask, token_type_ids))  # [B, H]
+        pooled = self.bert.pool(self.bert(input_ids, attention_mask, token_type_ids, skip_padding=True))  # [B, H]
         return self.classifier(self.drop(pooled)).float()  # [B, num_labels]
