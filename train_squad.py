@@ -202,6 +202,9 @@ def main(argv=None) -> dict:
         featurize(split, tok, args.max_seq_length, args.doc_stride, args.max_query_length)
         for split in (train, validation, dev))
     featurize_s = time.perf_counter() - t
+    cut = [sum(len(q.ids) > args.max_query_length for q in tok.encode_batch([e.question for e in split],
+                                                                           add_special_tokens=False))
+           for split in (train, validation, dev)]
     log = start_run(cfg)
     steps_per_epoch = -(-len(train_features) // args.batch_size)
     total_steps = min(args.epochs * steps_per_epoch, args.max_steps or args.epochs * steps_per_epoch)
@@ -224,6 +227,9 @@ def main(argv=None) -> dict:
               f"{len(all_train) - len(validation)}, seed {args.seed}) and {len(validation)} validation questions "
               f"(held out, seeded) from {train_source}; {len(dev)} dev questions from {dev_source}; "
               f"featurized in {featurize_s:.1f} s")
+    if any(cut):
+        log.print(f"questions longer than --max-query-length {args.max_query_length} tokens, cut to it: {cut[0]} "
+                  f"training, {cut[1]} validation, {cut[2]} dev")
     log.print("***** Running training *****")
     log.print(f"  Num examples = {len(train_features)}")
     log.print(f"  Num Epochs = {args.epochs}")
@@ -280,7 +286,8 @@ def main(argv=None) -> dict:
                "data": {"train": train_source, "dev": dev_source, "train_file_questions": len(all_train),
                         "train_questions": len(train), "train_features": len(train_features),
                         "validation_questions": len(validation), "validation_features": len(val_features),
-                        "dev_questions": len(dev), "dev_features": len(dev_features)},
+                        "dev_questions": len(dev), "dev_features": len(dev_features),
+                        "questions_cut": dict(zip(("train", "validation", "dev"), cut))},
                "precision": cfg.precision, "n_best_size": N_BEST_SIZE, "max_answer_length": MAX_ANSWER_LENGTH,
                "eval_batch_size": EVAL_BATCH_SIZE,
                "steps": result["step"], "epochs": result["history"], "validations": result["evals"],

@@ -48,7 +48,8 @@ def test_train_squad_smoke(tmp_path, tiny_bert_dir):
                  "saved checkpoint ", "***** Running evaluation *****", "  Model = model after the last step (2)",
                  "  best_f1 = "):
         assert line in log, line
-    assert "GPU" not in log and sum(x.startswith("step ") for x in log.splitlines()) == 2  # one line per logged step
+    assert "GPU" not in log and "cut to it" not in log
+    assert sum(x.startswith("step ") for x in log.splitlines()) == 2  # one line per logged step
     assert [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()].count("step") == 2
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["steps"] == 2 and saved["data"]["train_questions"] == 12 and saved["data"]["dev_questions"] == 10
@@ -115,10 +116,15 @@ def test_jsonl_files_train_as_the_official_json(tmp_path, tiny_bert_dir):
         files = [data / f"{name}{'-v2.0' if ext == 'json' else ''}.{ext}" for name in ("train", "dev")]
         runs[ext] = train_squad.main(tiny_run(tiny_bert_dir, tmp_path / ext, "--train-file", str(files[0]),
                                               "--dev-file", str(files[1]), "--validation-questions", "4",
-                                              "--train-fraction", "0.5", "--max-steps", "3", "--log-every", "1"))
+                                              "--train-fraction", "0.5", "--max-steps", "3", "--log-every", "1",
+                                              "--max-query-length", "6"))
     jsonl, official = runs["jsonl"], runs["json"]
     assert jsonl["data"]["train"].endswith("train.jsonl") and jsonl["data"]["dev"].endswith("dev.jsonl")
-    for key in ("train_questions", "train_features", "validation_questions", "dev_questions", "dev_features"):
+    assert jsonl["data"]["questions_cut"]["dev"] == 3  # "what is the colour of the moon?": 8 tokens
+    log = (tmp_path / "jsonl" / "train.log").read_text()
+    assert "questions longer than --max-query-length 6 tokens, cut to it: " in log
+    for key in ("train_questions", "train_features", "validation_questions", "dev_questions", "dev_features",
+                "questions_cut"):
         assert jsonl["data"][key] == official["data"][key], key
     assert jsonl["epochs"][0]["train_loss"] == official["epochs"][0]["train_loss"]
     assert jsonl["validations"][0]["val_f1"] == official["validations"][0]["val_f1"]
