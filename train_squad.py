@@ -3,68 +3,136 @@ the style of Hugging Face's run_squad.py. The default is the original run: bert-
 SQuAD 2.0, a seeded 20% of the training questions, 1 epoch, batch 16, AdamW lr 3e-5 with a linear
 decay, max_seq_length 384, doc_stride 128; then the official EM/F1 on the whole dev set.
 
+Validation: --validation-questions training questions (seeded) are held out first, and --train-fraction
+samples the training questions from the rest, so no question is in both. Their SQuAD F1 (val_f1), at
+each epoch end and every --eval-every steps, chooses the best checkpoint (--keep-best) and stops early
+(--early-stopping-patience). The dev set is evaluated once, at the end.
+
+Data: --data-dir with the official files (train-v2.0.json and dev-v2.0.json, or -v1.1 with --version
+1.1), or --train-file and --dev-file, each the official JSON (.json) or JSONL in the flattened Hugging
+Face layout (.jsonl), one question a line (both lists empty for an unanswerable question):
+    {"id": ..., "title": ..., "context": ..., "question": ..., "answers": {"text": [...], "answer_start": [...]}}
+
     python train_squad.py                                                    # data from the Hub
-    python train_squad.py --model minilm --data-dir ../shared/data/squad --output-dir results/squad
-    python train_squad.py --version 1.1 --train-file X/train-v1.1.json --dev-file X/dev-v1.1.json
+    python train_squad.py --model minilm --data-dir path/to/squad --output-dir out/squad
+    python train_squad.py --version 1.1 --train-file path/to/train-v1.1.json --dev-file path/to/dev-v1.1.json
+    python train_squad.py --model minilm --train-file path/to/train.jsonl --dev-file path/to/dev.jsonl \\
+        --eval-every 500 --keep-best --output-dir out/squad_own
 """
 import argparse
+import math
 import random
 import re
 import time
 from pathlib import Path
 
-import torch
-
-from data.squad import (SquadExample, collate, featurize, load_squad_hub, read_squad_file, sample_questions,
-                        select_answers, span_logits)
+from data.squad import (Answer, SquadExample, SquadFeature, collate, featurize, load_squad_hub, read_squad_file,
+                        sample_questions, select_answers, span_logits)
 from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
-from minibert.cli import ArgumentParser
-from minibert.training import (add_training_args, batch_indices, finish_run, fingerprint, fit,
+from minibert.cli import ArgumentParser, UserError, run
+from minibert.options import number
+from minibert.runtime import amp_dtype
+from minibert.training import (add_training_args, batch_indices, best_or_last, finish_run, fingerprint, fit,
                                is_main_process, prepare_run, run_info, start_run, world_size, write_json,
                                write_text)
 
 EVAL_BATCH_SIZE = 64
+N_BEST_SIZE = 20  # candidate starts and ends per window (run_squad.py)
+MAX_ANSWER_LENGTH = 30  # tokens
 FILES = {"2.0": ("train-v2.0.json", "dev-v2.0.json"), "1.1": ("train-v1.1.json", "dev-v1.1.json")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
-    add_training_args(p, model="bert-base-uncased", output_dir="out/squad", epochs=1, batch_size=16, lr=3e-5,
-                      weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
-    p.add_argument("--version", choices=["2.0", "1.1"], default="2.0", help="SQuAD version")
-    p.add_argument("--data-dir", help=f"folder with the official files ({', '.join(sum(FILES.values(), ()))}); "
-                                      "default: the Hub (rajpurkar/squad_v2 or rajpurkar/squad)")
-    p.add_argument("--train-file", help="official SQuAD JSON training file (overrides --data-dir)")
-    p.add_argument("--dev-file", help="official SQuAD JSON dev file (overrides --data-dir)")
-    p.add_argument("--train-fraction", type=float, default=0.2, help="seeded fraction of the training questions")
-    p.add_argument("--max-eval-examples", type=int, default=None,
+    add_training_args(p, evaluation=True, model="bert-base-uncased", output_dir="out/squad", epochs=1, batch_size=16,
+                      lr=3e-5, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
+    d = p.add_argument_group("data")
+    d.add_argument("--version", choices=["2.0", "1.1"], default="2.0",
+                   help="SQuAD version: 2.0 has unanswerable questions, 1.1 does not")
+    d.add_argument("--data-dir", help=f"folder with the official files ({', '.join(sum(FILES.values(), ()))}); "
+                                      "without it and the files below: the Hub (rajpurkar/squad_v2, rajpurkar/squad)")
+    d.add_argument("--train-file", help="training questions: official SQuAD JSON (.json) or flattened JSONL (.jsonl); "
+                                        "overrides --data-dir")
+    d.add_argument("--dev-file", help="questions of the final evaluation, in either format; overrides --data-dir")
+    d.add_argument("--validation-questions", type=number(int, 0, True), default=500,
+                   help="training questions held out (seeded) for validation during training; 0 = none")
+    d.add_argument("--train-fraction", type=number(float, 0, False, 1, hi_ok=True), default=0.2,
+                   help="seeded fraction of the other training questions to train on")
+    d.add_argument("--max-eval-examples", type=number(int, 1, True), default=None,
                    help="evaluate on a seeded sample of this many dev questions (smoke / CPU runs)")
-    p.add_argument("--null-threshold", type=float, default=0.0,
+    f = p.add_argument_group("features and answers")
+    f.add_argument("--max-seq-length", type=number(int, 1, True), default=384,
+                   help="tokens per window: [CLS] question [SEP] context [SEP]")
+    f.add_argument("--doc-stride", type=number(int, 1, True), default=128,
+                   help="context tokens from one window's start to the next's")
+    f.add_argument("--max-query-length", type=number(int, 1, True), default=64,
+                   help="question tokens kept (the rest is cut)")
+    f.add_argument("--null-threshold", type=number(float, -math.inf, True), default=0.0,
                    help="SQuAD 2.0: answer '' when null score > best span score + this")
     args = p.parse_args(argv)
-    if not 0 < args.train_fraction <= 1:
-        p.error(f"argument --train-fraction: expected a value in (0, 1], got {args.train_fraction}")
-    if args.max_eval_examples is not None and args.max_eval_examples < 1:
-        p.error(f"argument --max-eval-examples: expected at least 1, got {args.max_eval_examples}")
+    if args.max_seq_length <= args.max_query_length + 3:
+        p.error(f"argument --max-seq-length: expected more than --max-query-length + 3 = {args.max_query_length + 3} "
+                f"([CLS], [SEP], [SEP] and a context token beside the question), got {args.max_seq_length}")
+    if args.validation_questions == 0:
+        for flag, value in (("--keep-best", args.keep_best), ("--eval-every", args.eval_every),
+                            ("--early-stopping-patience", args.early_stopping_patience)):
+            if value:
+                p.error(f"argument {flag}: needs validation questions, got --validation-questions 0")
     return args
 
 
 def load_split(args, split: str) -> tuple[list[SquadExample], str]:
     """-> (examples, where they came from) for split "train" or "dev"."""
-    path = args.train_file if split == "train" else args.dev_file
+    flag, path = f"--{split}-file", getattr(args, f"{split}_file")
+    if path is not None and not Path(path).is_file():
+        raise UserError("no such file", flag, path, "give a SQuAD file (.json or .jsonl)")
     if path is None and args.data_dir:
         path = Path(args.data_dir) / FILES[args.version][split == "dev"]
-        if not path.exists():
-            raise FileNotFoundError(f"--data-dir {args.data_dir}: no {path.name} for SQuAD {args.version} "
-                                    f"(pass --{split}-file to use another file name)")
+        if not path.is_file():
+            raise UserError(f"no {path.name} for SQuAD {args.version}", "--data-dir", args.data_dir,
+                            f"give the folder of the official files, or pass {flag}")
     if path is None:
         hub = "rajpurkar/squad_v2" if args.version == "2.0" else "rajpurkar/squad"
         return load_squad_hub(args.version, "train" if split == "train" else "validation"), f"hub:{hub}"
     examples = read_squad_file(path)
-    if args.version == "1.1" and any(e.is_impossible for e in examples):
-        raise ValueError(f"{path} has unanswerable questions: it is SQuAD 2.0, use --version 2.0")
+    impossible = [e.id for e in examples if e.is_impossible]
+    if args.version == "1.1" and impossible:
+        raise UserError(f"--version 1.1, but {len(impossible)} questions have no answer (SQuAD 2.0 data), the first",
+                        str(path), impossible[0], "pass --version 2.0")
     return examples, str(path)
+
+
+def split_training(questions: list[SquadExample], args) -> tuple[list[SquadExample], list[SquadExample]]:
+    """-> (training questions, validation questions): --validation-questions held out (seeded), then a
+    seeded --train-fraction of the rest, each in the file's order. Without validation questions the
+    training questions are those --train-fraction alone picks."""
+    n = len(questions)
+    if args.validation_questions >= n:
+        raise UserError(f"the training data has {n} questions, none left to train on", "--validation-questions",
+                        args.validation_questions, f"pass fewer than {n}")
+    # a random stream of its own: with --seed's, the training sample would pick the neighbours (often
+    # questions on the same paragraph) of the held-out questions
+    held = set(random.Random(f"validation {args.seed}").sample(range(n), args.validation_questions))
+    rest = [e for i, e in enumerate(questions) if i not in held]
+    train = sample_questions(rest, args.train_fraction, args.seed)
+    if not train:
+        raise UserError(f"keeps none of the {len(rest)} training questions", "--train-fraction", args.train_fraction,
+                        f"pass at least {1 / len(rest):.3g}")
+    return train, [e for i, e in enumerate(questions) if i in held]
+
+
+def evaluate(model, examples: list[SquadExample], features: list[SquadFeature], args, precision: str,
+             progress: bool = False) -> tuple[list[Answer], dict]:
+    """-> (the model's answer to each example, the official SQuAD metrics of those answers)."""
+    version_2 = args.version == "2.0"
+    starts, ends = span_logits(model, features, batch_size=EVAL_BATCH_SIZE, amp_dtype=amp_dtype(precision),
+                               progress=progress)
+    answers = select_answers(examples, features, starts, ends, version_2=version_2, n_best_size=N_BEST_SIZE,
+                             max_answer_length=MAX_ANSWER_LENGTH, null_threshold=args.null_threshold)
+    scores = squad_evaluate({e.id: e.answer_texts for e in examples}, {e.id: a.text for e, a in zip(examples, answers)},
+                            {e.id: a.null_odds for e, a in zip(examples, answers)} if version_2 else None)
+    return answers, scores
 
 
 def mark(context: str, spans: list[tuple[int, int, str, str]], width: int = 250) -> str:
@@ -119,18 +187,25 @@ def main(argv=None) -> dict:
     version_2 = args.version == "2.0"
 
     all_train, train_source = load_split(args, "train")
-    train = sample_questions(all_train, args.train_fraction, args.seed)
+    train, validation = split_training(all_train, args)
     dev, dev_source = load_split(args, "dev")
     if args.max_eval_examples is not None and args.max_eval_examples < len(dev):
         dev = sample_questions(dev, args.max_eval_examples / len(dev), args.seed)
     tok = load_tokenizer(args.model)
-    t = time.perf_counter()
-    train_features = featurize(train, tok)
-    dev_features = featurize(dev, tok)
-    featurize_s = time.perf_counter() - t
     model = BertForQuestionAnswering.from_pretrained(args.model).to(device)
+    positions = model.config.max_position_embeddings
+    if args.max_seq_length > positions:
+        raise UserError(f"more tokens than the model has positions ({positions})", "--max-seq-length",
+                        args.max_seq_length, f"pass at most {positions}")
+    t = time.perf_counter()
+    train_features, val_features, dev_features = (
+        featurize(split, tok, args.max_seq_length, args.doc_stride, args.max_query_length)
+        for split in (train, validation, dev))
+    featurize_s = time.perf_counter() - t
+    cut = [sum(len(q.ids) > args.max_query_length for q in tok.encode_batch([e.question for e in split],
+                                                                           add_special_tokens=False))
+           for split in (train, validation, dev)]
     log = start_run(cfg)
-    pad_id = model.config.pad_token_id
     steps_per_epoch = -(-len(train_features) // args.batch_size)
     total_steps = min(args.epochs * steps_per_epoch, args.max_steps or args.epochs * steps_per_epoch)
 
@@ -138,15 +213,23 @@ def main(argv=None) -> dict:
         return batch_indices(len(train_features), args.batch_size, args.seed, epoch)
 
     def collate_features(idx):
-        return collate([train_features[i] for i in idx], pad_id)
+        return collate([train_features[i] for i in idx], model.config.pad_token_id)
 
     def loss_fn(m, b):
         start, end = m(b["input_ids"], b["attention_mask"], b["token_type_ids"])
         return qa_loss(start, end, b["start_positions"], b["end_positions"]), len(b["input_ids"])
 
-    log.print(f"SQuAD {args.version}: {len(train)} of {len(all_train)} training questions "
-              f"({100 * args.train_fraction:.3g}%, seed {args.seed}) from {train_source}, {len(dev)} dev questions "
-              f"from {dev_source}; featurized in {featurize_s:.1f} s")
+    def validate(m):
+        _, scores = evaluate(m, validation, val_features, args, cfg.precision)
+        return {"val_exact": round(scores["exact"], 4), "val_f1": round(scores["f1"], 4)}
+
+    log.print(f"SQuAD {args.version}: {len(train)} training questions ({100 * args.train_fraction:.3g}% of "
+              f"{len(all_train) - len(validation)}, seed {args.seed}) and {len(validation)} validation questions "
+              f"(held out, seeded) from {train_source}; {len(dev)} dev questions from {dev_source}; "
+              f"featurized in {featurize_s:.1f} s")
+    if any(cut):
+        log.print(f"questions longer than --max-query-length {args.max_query_length} tokens, cut to it: {cut[0]} "
+                  f"training, {cut[1]} validation, {cut[2]} dev")
     log.print("***** Running training *****")
     log.print(f"  Num examples = {len(train_features)}")
     log.print(f"  Num Epochs = {args.epochs}")
@@ -156,10 +239,14 @@ def main(argv=None) -> dict:
     log.print(f"  Gradient Accumulation steps = {args.grad_accum_steps}")
     log.print(f"  Total optimization steps = {args.epochs * steps_per_epoch}"
               + (f" (stopping after {total_steps}: --max-steps)" if args.max_steps else ""))
-    log.event("train_start", questions=len(train), features=len(train_features), epochs=args.epochs,
-              batch_size=args.batch_size, grad_accum_steps=args.grad_accum_steps, world_size=world_size(),
-              precision=cfg.precision, total_steps=args.epochs * steps_per_epoch, device=str(device))
-    result = fit(model, cfg, batches, collate_features, loss_fn, log=log, tokenizer_from=args.model, unit="features",
+    log.print(f"  Validation = {len(validation)} questions, {len(val_features)} features" if validation else
+              "  Validation = none (--validation-questions 0)")
+    log.event("train_start", questions=len(train), features=len(train_features), validation_questions=len(validation),
+              epochs=args.epochs, batch_size=args.batch_size, grad_accum_steps=args.grad_accum_steps,
+              world_size=world_size(), precision=cfg.precision, total_steps=args.epochs * steps_per_epoch,
+              device=str(device))
+    result = fit(model, cfg, batches, collate_features, loss_fn, evaluate=validate if validation else None,
+                 metric="val_f1" if validation else None, log=log, tokenizer_from=args.model, unit="features",
                  fingerprint=fingerprint([f.input_ids for f in train_features],
                                          [f.start_position for f in train_features],
                                          [f.end_position for f in train_features]))
@@ -170,22 +257,21 @@ def main(argv=None) -> dict:
     log.print(f" global_step = {result['step']}, average loss = {result['history'][-1]['train_loss']:.4f}, "
               f"{features_per_s:.1f} features/s")
 
+    evaluated = best_or_last(result)
     log.print("***** Running evaluation *****")
+    log.print(f"  Model = {evaluated}")
     log.print(f"  Num examples = {len(dev)} questions, {len(dev_features)} features"
               + (f" (a seeded sample: --max-eval-examples {args.max_eval_examples})" if args.max_eval_examples else ""))
     log.print(f"  Batch size = {EVAL_BATCH_SIZE}")
     t = time.perf_counter()
-    starts, ends = span_logits(model, dev_features, batch_size=EVAL_BATCH_SIZE, progress=True,
-                               amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    answers, scores = evaluate(model, dev, dev_features, args, cfg.precision, progress=True)
     eval_s = time.perf_counter() - t
-    answers = select_answers(dev, dev_features, starts, ends, version_2=version_2, null_threshold=args.null_threshold)
     predictions = {e.id: a.text for e, a in zip(dev, answers)}
     null_odds = {e.id: a.null_odds for e, a in zip(dev, answers)}
-    gold = {e.id: e.answer_texts for e in dev}
-    scores = squad_evaluate(gold, predictions, null_odds if version_2 else None)
     if version_2:
-        scores["no_answer_baseline_f1"] = squad_evaluate(gold, dict.fromkeys(gold, ""))["f1"]
-    log.event("eval", **scores, eval_time_s=round(eval_s, 2))
+        scores["no_answer_baseline_f1"] = squad_evaluate({e.id: e.answer_texts for e in dev},
+                                                         dict.fromkeys(predictions, ""))["f1"]
+    log.event("eval", **scores, eval_time_s=round(eval_s, 2), model=evaluated)
     for k, v in scores.items():
         log.print(f"  {k} = {v:.4f}" if isinstance(v, float) else f"  {k} = {v}")
 
@@ -194,25 +280,24 @@ def main(argv=None) -> dict:
     if version_2:
         write_json(out / "null_odds.json", null_odds)
     write_text(out / "samples.md", samples_md(dev, predictions, null_odds, args))
-    metrics = {"task": f"squad{args.version}", "model": args.model, **scores,
+    metrics = {"task": f"squad{args.version}", "model": args.model, **scores, "evaluated_model": evaluated,
                "eval_set": (f"seeded sample of {len(dev)} dev questions" if args.max_eval_examples else
                             f"full dev set ({len(dev)} questions)"),
-               "data": {"train": train_source, "dev": dev_source, "train_fraction": args.train_fraction,
+               "data": {"train": train_source, "dev": dev_source, "train_file_questions": len(all_train),
                         "train_questions": len(train), "train_features": len(train_features),
-                        "dev_questions": len(dev), "dev_features": len(dev_features)},
-               "protocol": {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64, "n_best_size": 20,
-                            "max_answer_length": 30, "null_threshold": args.null_threshold,
-                            "batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs,
-                            "weight_decay": args.weight_decay, "warmup_ratio": args.warmup_ratio,
-                            "max_grad_norm": args.max_grad_norm, "seed": args.seed, "max_steps": args.max_steps,
-                            "compile": args.compile, "precision": cfg.precision,
-                            "grad_accum_steps": args.grad_accum_steps},
-               "steps": result["step"], "epochs": result["history"], "train_time_s": round(epoch_s, 2),
-               "features_per_s": round(features_per_s, 2), "featurize_time_s": round(featurize_s, 2),
-               "eval_time_s": round(eval_s, 2), "checkpoint": result["checkpoint"],
+                        "validation_questions": len(validation), "validation_features": len(val_features),
+                        "dev_questions": len(dev), "dev_features": len(dev_features),
+                        "questions_cut": dict(zip(("train", "validation", "dev"), cut))},
+               "precision": cfg.precision, "n_best_size": N_BEST_SIZE, "max_answer_length": MAX_ANSWER_LENGTH,
+               "eval_batch_size": EVAL_BATCH_SIZE,
+               "steps": result["step"], "epochs": result["history"], "validations": result["evals"],
+               "best_validation": result["best"], "stopped_early": result["stopped_early"],
+               "train_time_s": round(epoch_s, 2), "features_per_s": round(features_per_s, 2),
+               "featurize_time_s": round(featurize_s, 2), "eval_time_s": round(eval_s, 2),
+               "checkpoint": result["checkpoint"],
                **run_info(args, device, None if argv is None else ["train_squad.py", *argv])}
     return finish_run(log, metrics, t0, f"predictions.json, {'null_odds.json, ' if version_2 else ''}samples.md")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,6 +1,7 @@
 """The command-line options every training script shares, and the TrainConfig they become."""
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,14 +11,18 @@ RESULT_SETTINGS = ("model", "epochs", "batch_size", "grad_accum_steps", "lr", "w
                    "max_grad_norm", "seed", "precision")
 
 
-def _number(kind, lo, lo_ok, hi=None):
+def number(kind, lo, lo_ok, hi=None, hi_ok=False):
+    """An argparse type: `kind` (int or float) at least `lo` (above it unless lo_ok), and below `hi`
+    (at most it with hi_ok) when given; an error reads "expected a value >= 1, got '0'"."""
     def parse(s):
         try:
             x = kind(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {s!r}") from None
-        if (x < lo if lo_ok else x <= lo) or (hi is not None and x >= hi):
-            bound = f"{'>=' if lo_ok else '>'} {lo}" + (f" and < {hi}" if hi is not None else "")
+        if not math.isfinite(x):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+        if (x < lo if lo_ok else x <= lo) or (hi is not None and (x > hi if hi_ok else x >= hi)):
+            bound = f"{'>=' if lo_ok else '>'} {lo}" + (f" and {'<=' if hi_ok else '<'} {hi}" if hi is not None else "")
             raise argparse.ArgumentTypeError(f"expected a value {bound}, got {s!r}")
         return x
     parse.__name__ = kind.__name__
@@ -35,19 +40,19 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --output-dir (its log, metrics and checkpoints)")
     g.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
-    g.add_argument("--epochs", type=_number(int, 1, True), default=1, help="passes over the training data")
-    g.add_argument("--batch-size", type=_number(int, 1, True), default=32,
+    g.add_argument("--epochs", type=number(int, 1, True), default=1, help="passes over the training data")
+    g.add_argument("--batch-size", type=number(int, 1, True), default=32,
                    help="examples per optimizer step, over all processes and accumulation steps together")
-    g.add_argument("--grad-accum-steps", type=_number(int, 1, True), default=1,
+    g.add_argument("--grad-accum-steps", type=number(int, 1, True), default=1,
                    help="cut each batch into this many micro-batches, one forward/backward each, then one "
                         "optimizer step: the same result as the whole batch at once, in less memory")
-    g.add_argument("--lr", type=_number(float, 0, False), default=5e-5, help="peak learning rate (AdamW)")
-    g.add_argument("--weight-decay", type=_number(float, 0, True), default=0.0,
+    g.add_argument("--lr", type=number(float, 0, False), default=5e-5, help="peak learning rate (AdamW)")
+    g.add_argument("--weight-decay", type=number(float, 0, True), default=0.0,
                    help="AdamW weight decay (never on biases and LayerNorm weights)")
-    g.add_argument("--warmup-ratio", type=_number(float, 0, True, 1), default=0.0,
+    g.add_argument("--warmup-ratio", type=number(float, 0, True, 1), default=0.0,
                    help="fraction of the steps with a linear warmup, then linear decay to 0")
-    g.add_argument("--max-grad-norm", type=_number(float, 0, True), default=1.0, help="0 = no clipping")
-    g.add_argument("--max-steps", type=_number(int, 1, True), default=None,
+    g.add_argument("--max-grad-norm", type=number(float, 0, True), default=1.0, help="0 = no clipping")
+    g.add_argument("--max-steps", type=number(int, 1, True), default=None,
                    help="stop each training stage (train_paraphrase.py: denoising, then fine-tuning) after this many "
                         "optimizer steps, for smoke runs; the learning-rate schedule stays that of the full run, so "
                         "--resume can continue it")
@@ -61,10 +66,10 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     g.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1; "
                                                      "under torchrun each process takes cuda:LOCAL_RANK")
-    g.add_argument("--log-every", type=_number(int, 1, True), default=50, help="log every N optimizer steps")
-    g.add_argument("--save-every", type=_number(int, 0, True), default=0,
+    g.add_argument("--log-every", type=number(int, 1, True), default=50, help="log every N optimizer steps")
+    g.add_argument("--save-every", type=number(int, 0, True), default=0,
                    help="also checkpoint every N steps (0 = at epoch ends and at the end only)")
-    g.add_argument("--save-total-limit", type=_number(int, 1, True), default=1,
+    g.add_argument("--save-total-limit", type=number(int, 1, True), default=1,
                    help="keep the N most recent checkpoints (<output-dir>/checkpoint, then checkpoint-<step>)")
     g.add_argument("--save-optimizer-state", action=argparse.BooleanOptionalAction, default=True,
                    help="store the optimizer state with each checkpoint (about twice the model's size); "
@@ -72,12 +77,12 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     g.add_argument("--report-to", choices=["none", "tensorboard"], default="none",
                    help="also write the training curves for TensorBoard, to <output-dir>/tensorboard")
     if evaluation:
-        g.add_argument("--eval-every", type=_number(int, 0, True), default=0,
+        g.add_argument("--eval-every", type=number(int, 0, True), default=0,
                        help="evaluate on the validation data every N steps (0 = at epoch ends only)")
         g.add_argument("--keep-best", action="store_true",
                        help="keep the best checkpoint by the validation metric in <output-dir>/best and report "
                             "the final metrics from it")
-        g.add_argument("--early-stopping-patience", type=_number(int, 1, True), default=None,
+        g.add_argument("--early-stopping-patience", type=number(int, 1, True), default=None,
                        help="stop after this many evaluations without a better validation metric")
     unknown = set(defaults) - {a.dest for a in g._group_actions}
     if unknown:
