@@ -12,6 +12,7 @@ from test_cola import WORDS, write_cola
 
 import train_cola
 from data.classification import classify
+from data.cola import load_raw
 from minibert import BertForSequenceClassification, load_tokenizer
 from minibert.checkpoint import copy_tokenizer_files
 from minibert.cli import UserError, run
@@ -207,3 +208,16 @@ def test_data_flags(capsys, argv, message):
         train_cola.parse_args(argv)
     assert message in capsys.readouterr().err
 
+
+
+def test_cola_from_the_hub_trains_as_from_the_files(tmp_path, tiny_bert_dir, monkeypatch):
+    """Without --data-dir the same three splits come from the Hub (here: a stand-in for load_hub) and train alike."""
+    data = write_cola(tmp_path / "cola")
+    monkeypatch.setattr(train_cola, "load_hub", lambda: load_raw(data))
+    runs = {}
+    for name, source in (("files", ["--data-dir", data]), ("hub", [])):
+        runs[name] = train_cola.main(common(tiny_bert_dir, tmp_path / name, "--max-steps", "2", *source))
+    files, hub = runs["files"], runs["hub"]
+    assert hub["data"]["out_of_domain"] == "hub:nyu-mll/glue cola validation, rows 528-539"  # 527 + 12 rows
+    assert hub["data"]["train"] == "hub:nyu-mll/glue cola train: 90% (seeded split, --seed 42)"
+    assert hub["test"] == files["test"] and hub["validations"][0]["val_loss"] == files["validations"][0]["val_loss"]
