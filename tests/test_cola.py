@@ -154,32 +154,40 @@ def test_train_cola_smoke_and_resume(tmp_path, tiny_bert_dir):
     common = ["--model", str(tiny_bert_dir), "--data-dir", str(data), "--output-dir", str(out),
               "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--log-every", "2", "--lr", "1e-3"]
     m = train_cola.main(common + ["--max-steps", "3"])
-    assert m["steps"] == 3 and m["sizes"] == {"train": 36, "validation": 4, "in_domain_dev": 10, "out_of_domain_dev": 12}
-    assert -1 <= m["mcc_out_of_domain"] <= 1 and m["test"]["out_of_domain_dev"]["n"] == 12
-    assert m["epochs"][0]["partial"] and {"train_loss", "val_loss", "val_accuracy", "epoch_time_s"} <= m["epochs"][0].keys()
-    assert m["protocol"]["padding"] == "dynamic" and "train_cola" in m["command"] and m["seconds_per_step"] > 0
+    assert m["steps"] == 3 and m["sizes"] == {"train": 36, "validation": 4, "out_of_domain": 12, "in_domain": 10}
+    assert -1 <= m["mcc_out_of_domain"] <= 1 and m["test"]["out_of_domain"]["n"] == 12
+    assert m["task"] == "cola" and m["labels"] == ["unacceptable", "acceptable"]
+    assert m["test"]["in_domain"].keys() == {"mcc", "accuracy", "loss", "n"}  # no macro-F1 for two labels
+    assert m["epochs"][0]["partial"]
+    assert {"train_loss", "val_loss", "val_accuracy", "val_mcc", "epoch_time_s"} <= m["epochs"][0].keys()
+    assert not m["settings"]["pad_to_max"] and "train_cola" in m["command"] and m["seconds_per_step"] > 0
+    assert "protocol" not in m and m["evaluated_model"] == "model after the last step (3)"
     assert json.loads((out / "metrics.json").read_text())["mcc_in_domain"] == m["mcc_in_domain"]
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {"step", "epoch", "checkpoint", "test"} <= {r["event"] for r in records}
     assert "| epoch | training loss | valid. loss |" in (out / "train.log").read_text()
     rows = (out / "predictions_out_of_domain.tsv").read_text().splitlines()
     assert rows[0] == "index\tlabel\tprediction" and len(rows) == 13
-    gold = [int(r.split("\t")[1]) for r in rows[1:]]
+    assert len((out / "predictions_in_domain.tsv").read_text().splitlines()) == 11
+    names = ["unacceptable", "acceptable"]  # CoLA's labels 0 and 1
+    gold = [names.index(r.split("\t")[1]) for r in rows[1:]]
     assert gold == [e.label for e in read_tsv(data / "out_of_domain_dev.tsv")]
-    pred = [int(r.split("\t")[2]) for r in rows[1:]]  # the MCC can be recomputed from the file
+    pred = [names.index(r.split("\t")[2]) for r in rows[1:]]  # the MCC can be recomputed from the file
     assert matthews_corrcoef(gold, pred) == pytest.approx(m["mcc_out_of_domain"], abs=1e-6)
     samples = (out / "samples.md").read_text()
-    assert samples.count("\n| ") == 6 and "probability" in samples  # header + 5 rows
+    assert samples.count("\n| ") == 6 and "probability" in samples and "| acceptable |" in samples  # header + 5 rows
     ckpt = out / "checkpoint"
-    assert {"config.json", "model.safetensors", "tokenizer.json", "training_state.pt"} <= {p.name for p in ckpt.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training_state.pt"} <= {
+        p.name for p in ckpt.iterdir()}
     model = BertForSequenceClassification.from_pretrained(ckpt)
+    assert model.config.extra["id2label"] == {"0": "unacceptable", "1": "acceptable"}
     sentences = [e.sentence for e in read_tsv(data / "out_of_domain_dev.tsv")]
     probs = classify(model, load_tokenizer(ckpt), sentences, max_length=64, batch_size=5)
     assert probs.argmax(-1).tolist() == pred  # the library predicts what the evaluation predicted
 
     m2 = train_cola.main(common + ["--resume", "--pad-to-max"])  # 5 steps per epoch, 2 epochs
     assert m2["steps"] == 10 and [h["epoch"] for h in m2["epochs"]] == [1, 2]
-    assert not any(h["partial"] for h in m2["epochs"]) and m2["protocol"]["padding"] == "fixed 64"
+    assert not any(h["partial"] for h in m2["epochs"]) and m2["settings"]["pad_to_max"]
     assert any(r["event"] == "resume" for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()))
 
 

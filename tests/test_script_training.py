@@ -20,7 +20,7 @@ def test_cola_keep_best_reports_from_the_best_checkpoint(tmp_path, tiny_bert_dir
     assert [v["step"] for v in m["validations"]] == [2, 4, 5, 6, 8, 10]  # every 2 steps and at the epoch ends
     assert best["metric"] == "val_mcc" and best["val_mcc"] == max(v["val_mcc"] for v in m["validations"])
     assert m["evaluated_model"].startswith(f"best checkpoint ({out / 'best'}: step {best['step']}, val_mcc ")
-    assert m["world_size"] == 1 and m["protocol"]["precision"] == "fp32" and m["protocol"]["grad_accum_steps"] == 2
+    assert m["world_size"] == 1 and m["precision"] == "fp32" and m["settings"]["grad_accum_steps"] == 2
     assert {"config.json", "model.safetensors", "vocab.txt", "evaluation.json"} <= {
         p.name for p in (out / "best").iterdir()}
     assert BertForSequenceClassification.from_pretrained(out / "best").config.hidden_size == 32
