@@ -209,13 +209,15 @@ def without_sentences(pairs: list[Pair], held: list[Pair]) -> list[Pair]:
 
 def load_pairs(args) -> Pairs:
     """The training, validation and test pairs. The training pairs are deduplicated, cleared of copies and of
-    every sentence of the test and validation pairs, and (--max-pair-bleu) of near-copies; without a
-    --validation-file the validation pairs are a seeded sample of them. --eval-only reads the test pairs alone."""
+    every sentence of the test pairs (all of them: --max-eval only samples those evaluated) and of the validation
+    pairs, and (--max-pair-bleu) of near-copies; without a --validation-file the validation pairs are a seeded
+    sample of them. --eval-only reads the test pairs alone."""
     test, test_from = read_test(args)
+    evaluated = test
     if args.max_eval is not None and args.max_eval < len(test):
-        test = split_heldout(test, args.max_eval, args.seed)[1]
+        evaluated = split_heldout(test, args.max_eval, args.seed)[1]
     if args.eval_only:
-        return Pairs([], [], test, f"test: {test_from}", "")
+        return Pairs([], [], evaluated, f"test: {test_from}", "")
     raw, train_from = read_train(args)
     steps = [(len(raw), "pairs read")]
     train = without_sentences(dedupe(raw), test)
@@ -244,7 +246,7 @@ def load_pairs(args) -> Pairs:
     if not train:
         raise UserError(f"no training pairs left ({counts})", train_from,
                         fix="give training data with positive paraphrase pairs that are not copies")
-    return Pairs(train, validation, test, f"train: {train_from}; validation: {validation_from}; test: {test_from}",
+    return Pairs(train, validation, evaluated, f"train: {train_from}; validation: {validation_from}; test: {test_from}",
                  counts)
 
 

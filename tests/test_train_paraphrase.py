@@ -1,10 +1,13 @@
 """End to end: train_paraphrase.py on tiny MSRP / PAWS files and a tiny random BERT warm start."""
+import dataclasses
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import train_paraphrase
-from data.paraphrase import rescore
+from data.paraphrase import Pair, rescore
 from minibert.cli import UserError, run
 
 MSRP_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
@@ -155,12 +158,47 @@ def test_own_jsonl_pairs_with_a_validation_file_and_ibleu(tmp_path, tiny_bert_di
     assert "cut to --max-seq-length 8 tokens" in (out / "train.log").read_text()
 
 
+def test_resume_within_the_denoising_stage_equals_an_uninterrupted_run(tmp_path, data_dir, tiny_bert_dir,
+                                                                      monkeypatch):
+    """Interrupted after 2 of 4 denoising steps, --resume finishes the denoising, then fine-tunes: the final model
+    and metrics are those of a run without the interruption."""
+    def argv(out):
+        return run_args(tiny_bert_dir, out, "--data-dir", str(data_dir), "--denoise-steps", "4", "--epochs", "1",
+                        "--max-eval", "2")
+    whole = train_paraphrase.main(argv(tmp_path / "whole"))
+    fit = train_paraphrase.fit
+
+    def interrupted_fit(model, cfg, *args, **kwargs):
+        fit(model, dataclasses.replace(cfg, max_steps=2), *args, **kwargs)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_paraphrase, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train_paraphrase.main(argv(tmp_path / "cut"))
+    monkeypatch.undo()
+    assert not (tmp_path / "cut" / "checkpoint").exists()
+    resumed = train_paraphrase.main(argv(tmp_path / "cut") + ["--resume"])
+    assert resumed["denoise"]["steps"] == 4 and resumed["eval"] == whole["eval"]
+    weights = [load_file(tmp_path / run / "checkpoint" / "model.safetensors") for run in ("whole", "cut")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_validation_pairs_share_no_sentence_with_training_pairs(data_dir):
     args = train_paraphrase.parse_args(["--data-dir", str(data_dir), "--validation-pairs", "2", "--both-directions"])
     pairs = train_paraphrase.load_pairs(args)
     held = {s for p in pairs.validation + pairs.test for s in p}
     assert len(pairs.validation) == 2 and pairs.train and not held & {s for p in pairs.train for s in p}
     assert set(pairs.train) == {q for p in pairs.train for q in (p, (p.target, p.source))}  # both directions
+
+
+def test_no_test_sentence_is_trained_on_and_max_eval_only_samples_the_evaluated_pairs(tmp_path):
+    test = PAIRS[:2]
+    train = write_pairs(tmp_path / "train.csv", PAIRS[2:] + [(test[0][0], "x y z."), ("u v w.", test[1][1].upper())])
+    base = ["--train-file", str(train), "--test-file", str(write_pairs(tmp_path / "test.csv", test)),
+            "--validation-pairs", "0"]
+    pairs = train_paraphrase.load_pairs(train_paraphrase.parse_args(base))
+    few = train_paraphrase.load_pairs(train_paraphrase.parse_args(base + ["--max-eval", "1"]))
+    assert pairs.train == few.train == [Pair(*p) for p in PAIRS[2:]]
+    assert pairs.test == [Pair(*p) for p in test] and len(few.test) == 1 and few.test[0] in pairs.test
 
 
 def test_max_pair_bleu_drops_near_copies_from_training_only(data_dir):
