@@ -393,8 +393,8 @@ def fine_tune(model, ids: tuple[list, list], validate, args, cfg: TrainConfig, d
     metric = f"val_{args.validation_metric}"
     log.event("stage", name="fine-tune", pairs=len(sources), steps_per_epoch=steps_per_epoch)
     log.print(f"fine-tuning {args.model} | {args.epochs} epoch{'s' * (args.epochs != 1)} x {steps_per_epoch} steps "
-              f"| batch {args.batch_size} | lr {args.lr} | warmup {args.warmup_ratio} | {cfg.precision} | device {device}"
-              + (f" | validation {metric}" if validate else " | no validation"))
+              f"| batch {args.batch_size} | lr {args.lr} | warmup {args.warmup_ratio} | {cfg.precision} "
+              f"| device {device} | " + (f"validation {metric}" if validate else "no validation"))
     return fit(model, cfg, batches, collate_pairs, loss_fn, evaluate=validate, metric=validate and metric,
                higher_is_better=metric == "val_ibleu", fingerprint=fingerprint(sources, labels), log=log,
                tokenizer_from=args.model)
@@ -430,8 +430,7 @@ def main(argv=None) -> dict:
     model = load_model(args.model, args.eval_only)
     check_model(args, model.config)
     resume_fine_tuning = args.resume and last_checkpoint(args.output_dir) is not None  # then denoising is done
-    denoising = (denoising_data(tok, pairs.train, args)
-                 if args.denoise_steps and not resume_fine_tuning else None)
+    denoising = denoising_data(tok, pairs.train, args) if args.denoise_steps and not resume_fine_tuning else None
     start_id = model.config.decoder_start_token_id
     *train_ids, train_cut = encode_pairs(tok, pairs.train, args.max_seq_length, start_id)
     *validation_ids, validation_cut = encode_pairs(tok, pairs.validation, args.max_seq_length, start_id)
