@@ -7,11 +7,20 @@ no_repeat_ngram_size 3 (so it samples within beams).
 Offline, `--model minilm` (or any BERT folder) builds a BART warm-started from BERT (Rothe et al.
 2020) with BERT's tokenizer; `--denoise-steps N` first trains it on BART's own pre-training task
 (text infilling + sentence permutation, Lewis et al. 2020) on unlabeled text, so that its decoder
-learns to read the encoder before it sees the pairs (5,019 from MSRP + PAWS-QQP after clean-up).
+learns to read the encoder before it sees the pairs.
+
+Data: the official files (`--data-dir`: MSRP and PAWS-QQP give 5,001 pairs after clean-up; 200 of them
+are held out for validation and 4,789 trained on, those sharing a sentence with them left out), the Hub
+(the default), or your own pairs in CSV, TSV or JSONL (`--train-file`, `--validation-file`, `--test-file`).
+During training the loss on the validation pairs (or their iBLEU, `--validation-metric ibleu`) is evaluated
+at each epoch end and every `--eval-every` steps; with `--keep-best` the final metrics, on the test pairs,
+come from the best of those checkpoints.
 
     python train_paraphrase.py                                        # the blog, data from the Hub
-    python train_paraphrase.py --model minilm --data-dir ../shared/data/paraphrase \\
-        --denoise-steps 4000 --denoise-text ../shared/data/squad/train-v2.0.json --output-dir results/paraphrase
+    python train_paraphrase.py --model minilm --data-dir path/to/paraphrase \\
+        --denoise-steps 4000 --denoise-text path/to/squad/train-v2.0.json --output-dir out/paraphrase-minilm
+    python train_paraphrase.py --model facebook/bart-base --train-file path/to/train.csv \\
+        --test-file path/to/test.jsonl --keep-best --eval-every 200 --output-dir out/paraphrase-own
 """
 import argparse
 import dataclasses
@@ -19,56 +28,87 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from data.inference import evaluating, sorted_batches
 from data.noising import bart_noise, word_start_table
 from data.paraphrase import (Pair, collate, dedupe, drop_near_copies, first_non_copy, load_hub, load_local, normalize,
-                             paraphrase, paraphrase_metrics, split_heldout, to_labels, unlabeled_text)
-from data.tokens import encode
+                             paraphrase, paraphrase_metrics, read_pairs, split_heldout, to_labels, unlabeled_text)
+from data.tokens import encode, truncate
 from minibart import BartForConditionalGeneration
 from minibart.generation import check_generation_args
 from minibert.checkpoint import load_tokenizer, read_config, resolve
-from minibert.cli import ArgumentParser, UserError
+from minibert.cli import ArgumentParser, UserError, run
 from minibert.config import InvalidValue
-from minibert.training import (RunLog, TrainConfig, add_training_args, batch_indices, finish_run, fingerprint, fit,
-                               is_main_process, last_checkpoint, prepare_run, run_info, start_run, write_text)
+from minibert.runtime import amp_dtype
+from minibert.training import (RunLog, TrainConfig, add_training_args, batch_indices, best_or_last, finish_run,
+                               fingerprint, fit, is_main_process, last_checkpoint, prepare_run, run_info, start_run,
+                               to_device, write_text)
+
+VALIDATION_SHARE, MAX_VALIDATION = 0.05, 200  # --validation-pairs when not given: 5% of the pairs, at most 200
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
-    add_training_args(p, model="facebook/bart-large", output_dir="out/paraphrase", epochs=2, batch_size=8,
-                      lr=5e-5, warmup_ratio=0.06, weight_decay=0.0)
-    p.add_argument("--data-dir", help="folder with msrp/, paws_*/ and/or quora_duplicate_questions.tsv "
-                                      "(default: PAWS, MRPC and Quora from the Hub)")
-    p.add_argument("--max-seq-length", type=int, default=128, help="tokens per sentence, special tokens included")
-    p.add_argument("--both-directions", action="store_true", help="also train on (target, source)")
-    p.add_argument("--max-pair-bleu", type=float,
+    add_training_args(p, evaluation=True, model="facebook/bart-large", output_dir="out/paraphrase", epochs=2,
+                      batch_size=8, lr=5e-5, warmup_ratio=0.06, weight_decay=0.0)
+    d = p.add_argument_group("data")
+    d.add_argument("--data-dir", help="folder with msrp/, paws_*/ and/or quora_duplicate_questions.tsv, whose test "
+                                      "files are the test pairs; when not given: PAWS, MRPC and Quora from the Hub")
+    d.add_argument("--train-file", help="your own training pairs, a CSV, TSV or JSONL file with --source-column and "
+                                        "--target-column (instead of --data-dir's or the Hub's)")
+    d.add_argument("--validation-file", help="pairs to evaluate on during training, in the same format; when not "
+                                             "given, --validation-pairs are held out of the training pairs")
+    d.add_argument("--test-file", help="pairs for the final evaluation, in the same format; when not given: the test "
+                                       "files of --data-dir, or MRPC validation from the Hub")
+    d.add_argument("--source-column", default="source", help="the column of the sentence to paraphrase")
+    d.add_argument("--target-column", default="target", help="the column of its paraphrase")
+    d.add_argument("--validation-pairs", type=int,
+                   help=f"hold out this many training pairs (seeded) for validation when no --validation-file is "
+                        f"given; 0: no evaluation during training (when not given: {VALIDATION_SHARE * 100:.0f}%% of "
+                        f"the pairs, at most {MAX_VALIDATION})")
+    d.add_argument("--max-seq-length", type=int, default=128,
+                   help="tokens per sentence, special tokens included; longer ones are cut (the log counts them)")
+    d.add_argument("--both-directions", action="store_true", help="also train on (target, source)")
+    d.add_argument("--max-pair-bleu", type=float,
                    help="drop training pairs whose target scores at least this sentence BLEU against its source "
-                        "(near-copies; default: keep all, as the blog)")
-    p.add_argument("--denoise-steps", type=int, default=0,
+                        "(near-copies; when not given: keep all, as the blog)")
+    n = p.add_argument_group("denoising stage (before fine-tuning)")
+    n.add_argument("--denoise-steps", type=int, default=0,
                    help="BART denoising steps on unlabeled text before fine-tuning (0 = none)")
-    p.add_argument("--denoise-text", nargs="*", default=[],
+    n.add_argument("--denoise-text", nargs="*", default=[],
                    help="SQuAD JSON files whose contexts join the training sentences as denoising text")
-    p.add_argument("--denoise-lr", type=float, help="peak lr of the denoising stage (default: --lr)")
-    p.add_argument("--denoise-batch-size", type=int,
-                   help="batch of the denoising stage (default: --batch-size; larger batches keep a GPU busy)")
-    p.add_argument("--max-eval", type=int, help="evaluate on a seeded sample of this many held-out pairs")
-    p.add_argument("--eval-batch-size", type=int, default=32)
-    p.add_argument("--eval-only", action="store_true",
-                   help="no training: evaluate --model (a BART checkpoint) as it is, e.g. with other generation settings")
+    n.add_argument("--denoise-lr", type=float, help="peak lr of the denoising stage; when not given: --lr")
+    n.add_argument("--denoise-batch-size", type=int,
+                   help="batch of the denoising stage (larger batches keep a GPU busy); when not given: "
+                        "--batch-size")
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--validation-metric", choices=["loss", "ibleu"], default="loss",
+                   help="what --keep-best and --early-stopping-patience follow: the loss per token on the validation "
+                        "pairs (cheap), or the iBLEU of their best beam with the generation flags (a beam search "
+                        "over them at each evaluation)")
+    e.add_argument("--max-eval", type=int, help="evaluate on a seeded sample of this many test pairs")
+    e.add_argument("--eval-batch-size", type=int, default=32, help="sentences per batch in evaluation")
+    e.add_argument("--eval-only", action="store_true",
+                   help="no training: evaluate --model (a BART checkpoint) as it is, e.g. with other generation "
+                        "settings")
     g = p.add_argument_group("generation (the blog's)")
-    g.add_argument("--num-beams", type=int, default=4)
-    g.add_argument("--no-repeat-ngram-size", type=int, default=3)
+    g.add_argument("--num-beams", type=int, default=4, help="beams of the beam search (and of the sampling)")
+    g.add_argument("--no-repeat-ngram-size", type=int, default=3, help="no n-gram twice in an output (0 = off)")
     g.add_argument("--encoder-no-repeat-ngram-size", type=int, default=0,
                    help="ban every n-gram of the source from the output (against copying; 0 = off, the blog's)")
     g.add_argument("--max-length", type=int, default=128, help="generated tokens, start token included")
-    g.add_argument("--top-k", type=int, default=50)
-    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--top-k", type=int, default=50, help="sampling: from the k most likely tokens")
+    g.add_argument("--top-p", type=float, default=0.95,
+                   help="sampling: from the most likely tokens that make up this probability")
     g.add_argument("--num-return-sequences", type=int, default=3, help="paraphrases per sample in samples.md")
     args = p.parse_args(argv)
     for flag, ok, want in [("--max-seq-length", args.max_seq_length >= 3, ">= 3"),
+                           ("--validation-pairs", args.validation_pairs is None or args.validation_pairs >= 0, ">= 0"),
                            ("--denoise-steps", args.denoise_steps >= 0, ">= 0"),
                            ("--denoise-lr", args.denoise_lr is None or args.denoise_lr > 0, "> 0"),
                            ("--denoise-batch-size", args.denoise_batch_size is None or args.denoise_batch_size >= 1,
@@ -79,8 +119,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "in (0, 100]")]:
         if not ok:
             p.error(f"argument {flag}: expected a value {want}, got {getattr(args, flag[2:].replace('-', '_'))}")
-    if args.eval_only and (args.denoise_steps or args.resume):
-        p.error("argument --eval-only: trains nothing, so --denoise-steps and --resume do not apply")
+    training_only = [("--denoise-steps", args.denoise_steps), ("--resume", args.resume),
+                     ("--train-file", args.train_file), ("--validation-file", args.validation_file),
+                     ("--keep-best", args.keep_best), ("--early-stopping-patience", args.early_stopping_patience),
+                     ("--eval-every", args.eval_every)]
+    given = [flag for flag, value in training_only if value]
+    if args.eval_only and given:
+        p.error(f"argument --eval-only: trains nothing, so {', '.join(given)} do{'es' * (len(given) == 1)} not apply")
+    if args.data_dir and args.test_file and (args.train_file or args.eval_only):
+        p.error("argument --data-dir: not used, since --test-file and "
+                + ("--eval-only" if args.eval_only else "--train-file") + " give all the pairs")
     try:
         check_generation_flags(args)
     except UserError as e:
@@ -109,47 +157,168 @@ def check_generation_flags(args, config=None) -> None:
             raise UserError(f"argument --{e.name.replace('_', '-')}: expected {e.valid}, got {e.value}") from None
 
 
-def load_model(name: str) -> BartForConditionalGeneration:
-    """A BART checkpoint, or a BART warm-started from a BERT checkpoint (model_type "bert")."""
-    if read_config(resolve(name)).get("model_type") == "bert":
-        return BartForConditionalGeneration.from_bert(name)
-    return BartForConditionalGeneration.from_pretrained(name)
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class Pairs:
+    train: list[Pair]
+    validation: list[Pair]
+    test: list[Pair]
+    source: str  # where they came from, in words
+    counts: str  # how the training pairs were filtered, in words
 
 
-def load_pairs(args) -> tuple[list[Pair], list[Pair], str]:
-    """(train pairs, held-out pairs, where they came from)."""
+def check_files(args) -> None:
+    """Every file flag names a file."""
+    for flag, path in [("--train-file", args.train_file), ("--validation-file", args.validation_file),
+                       ("--test-file", args.test_file), *(("--denoise-text", f) for f in args.denoise_text)]:
+        if path and not Path(path).is_file():
+            raise UserError("no such file", flag, path, "check the path")
+
+
+def read_test(args) -> tuple[list[Pair], str]:
+    """The test pairs: --test-file, else the test files of --data-dir, else MRPC validation from the Hub."""
+    if args.test_file:
+        return read_pairs(args.test_file, args.source_column, args.target_column), args.test_file
     if args.data_dir:
-        train, held = load_local(args.data_dir, "train"), load_local(args.data_dir, "test")
-        source = f"{args.data_dir} (train files; held out: msrp test Quality=1)"
+        test, source = load_local(args.data_dir, "test"), f"the test files of {args.data_dir}"
     else:
-        train = load_hub("paws", "train") + load_hub("mrpc", "train") + load_hub("quora", "train")
-        held = load_hub("mrpc", "dev")
-        source = "hub: paws labeled_final + glue mrpc + sentence-transformers/quora-duplicates (held out: mrpc dev)"
-    if args.both_directions:
-        train = train + [Pair(p.target, p.source) for p in train]
-    seen = {normalize(s) for p in held for s in p}  # no held-out sentence is trained on
-    train = [p for p in dedupe(train) if normalize(p.source) not in seen and normalize(p.target) not in seen]
+        test, source = load_hub("mrpc", "dev"), "hub: glue mrpc validation"
+    if not test:
+        raise UserError("no positive test pairs", source,
+                        fix="give test data with paraphrase pairs (--test-file, or --data-dir with "
+                            "msrp/msr_paraphrase_test.txt)")
+    return test, source
+
+
+def read_train(args) -> tuple[list[Pair], str]:
+    """The training pairs: --train-file, else the training files of --data-dir, else PAWS, MRPC and Quora."""
+    if args.train_file:
+        return read_pairs(args.train_file, args.source_column, args.target_column), args.train_file
+    if args.data_dir:
+        return load_local(args.data_dir, "train"), f"the training files of {args.data_dir}"
+    return (load_hub("paws", "train") + load_hub("mrpc", "train") + load_hub("quora", "train"),
+            "hub: paws labeled_final + glue mrpc + sentence-transformers/quora-duplicates")
+
+
+def without_sentences(pairs: list[Pair], held: list[Pair]) -> list[Pair]:
+    """The pairs that share no sentence (after `normalize`) with the held-out pairs: none is trained on."""
+    seen = {normalize(s) for p in held for s in p}
+    return [p for p in pairs if normalize(p.source) not in seen and normalize(p.target) not in seen]
+
+
+def load_pairs(args) -> Pairs:
+    """The training, validation and test pairs. The training pairs are deduplicated, cleared of copies and of
+    every sentence of the test pairs (all of them: --max-eval only samples those evaluated) and of the validation
+    pairs, and (--max-pair-bleu) of near-copies; without a --validation-file the validation pairs are a seeded
+    sample of them. --eval-only reads the test pairs alone."""
+    test, test_from = read_test(args)
+    evaluated = test
+    if args.max_eval is not None and args.max_eval < len(test):
+        evaluated = split_heldout(test, args.max_eval, args.seed)[1]
+    if args.eval_only:
+        return Pairs([], [], evaluated, f"test: {test_from}", "")
+    raw, train_from = read_train(args)
+    steps = [(len(raw), "pairs read")]
+    train = without_sentences(dedupe(raw), test)
+    steps.append((len(train), "after dropping duplicates, copies and test sentences"))
     if args.max_pair_bleu is not None:
         train = drop_near_copies(train, args.max_pair_bleu)
-    if args.max_eval is not None and args.max_eval < len(held):
-        held = split_heldout(held, args.max_eval, args.seed)[1]
-    return train, held, source
+        steps.append((len(train), f"after dropping near-copies (--max-pair-bleu {args.max_pair_bleu})"))
+    if args.validation_file:
+        validation = read_pairs(args.validation_file, args.source_column, args.target_column)
+        validation_from = args.validation_file
+    else:
+        n = args.validation_pairs
+        n = min(MAX_VALIDATION, int(VALIDATION_SHARE * len(train))) if n is None else n
+        if train and n >= len(train):
+            raise UserError("--validation-pairs leaves no training pairs", "--validation-pairs", n,
+                            f"there are {len(train)} training pairs: hold out fewer")
+        train, validation = split_heldout(train, min(n, len(train)), args.seed)
+        validation_from = f"{n} training pairs held out (seed {args.seed})" if n else "none"
+    if validation:
+        train = without_sentences(train, validation)
+        steps.append((len(train), "after removing the validation pairs and their sentences"))
+    if args.both_directions:
+        train = dedupe(train + [Pair(p.target, p.source) for p in train])
+        steps.append((len(train), "in both directions"))
+    counts = ", ".join(f"{n} {what}" for n, what in steps)
+    if not train:
+        raise UserError(f"no training pairs left ({counts})", train_from,
+                        fix="give training data with positive paraphrase pairs that are not copies")
+    return Pairs(train, validation, evaluated, f"train: {train_from}; validation: {validation_from}; test: {test_from}",
+                 counts)
 
 
-def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: RunLog) -> dict:
-    """BART pre-training (Lewis et al. 2020, 2.2): reconstruct each passage from its noised copy."""
-    c = model.config
+def encode_pairs(tok, pairs: list[Pair], max_length: int, decoder_start_token_id: int):
+    """-> (source ids, label ids, how many sentences were longer than max_length and cut)."""
+    ids = encode(tok, [s for p in pairs for s in p], max_length + 1)  # a sentence that fills max_length + 1 was cut
+    cut = sum(len(x) > max_length for x in ids)
+    ids = [truncate(x, max_length) for x in ids]
+    return ids[0::2], [to_labels(t, decoder_start_token_id) for t in ids[1::2]], cut
+
+
+# ----------------------------------------------------------------------------- model
+
+def load_model(name: str, eval_only: bool = False) -> BartForConditionalGeneration:
+    """A BART checkpoint, or (to train) a BART warm-started from a BERT checkpoint (model_type "bert")."""
+    if read_config(resolve(name)).get("model_type") != "bert":
+        return BartForConditionalGeneration.from_pretrained(name)
+    if eval_only:
+        raise UserError("--eval-only evaluates a trained BART, and this is a BERT checkpoint", "--model", name,
+                        "give a BART checkpoint (e.g. the checkpoint/ folder of a train_paraphrase.py run), or leave "
+                        "out --eval-only to train a BART warm-started from this BERT")
+    return BartForConditionalGeneration.from_bert(name)
+
+
+def check_model(args, config) -> None:
+    """--max-seq-length and the generation flags within what the model can do."""
+    positions = config.max_position_embeddings
+    if args.max_seq_length > positions:
+        raise UserError(f"argument --max-seq-length: expected at most {positions}: the model has {positions} "
+                        f"positions, got {args.max_seq_length}")
+    check_generation_flags(args, config)
+
+
+def loss_fn(m, b):
+    """-> (mean over the label tokens, their number): fit weights each micro-batch by its token count."""
+    return (m(b["input_ids"], b["attention_mask"], labels=b["labels"], return_loss=True),
+            (b["labels"] != -100).sum())
+
+
+# ----------------------------------------------------------------------------- the denoising stage
+
+@dataclass
+class Denoising:
+    """The denoising stage's data: token chunks of unlabeled text and what the noise needs to know."""
+    passages: int
+    chunks: list[list[int]]
+    mask_id: int
+    sentence_ends: set[int]
+    word_start: np.ndarray
+
+
+def denoising_data(tok, train: list[Pair], args) -> Denoising:
+    """Both sides of the training pairs and the contexts of the --denoise-text files, in chunks of at most
+    --max-seq-length tokens with the start and end tokens (a long passage becomes several chunks)."""
+    mask_id = next((i for i in map(tok.token_to_id, ("[MASK]", "<mask>")) if i is not None), None)
+    if mask_id is None:
+        raise UserError("the tokenizer has neither [MASK] nor <mask>, which denoising needs", "--model", args.model,
+                        "train without --denoise-steps, or from a model whose tokenizer has one")
+    texts = list(unlabeled_text(train, args.denoise_text))
     body = args.max_seq_length - 2  # room for the start and end tokens
     chunks = [e.ids[i:i + body] for e in tok.encode_batch(texts, add_special_tokens=False)
-              for i in range(0, len(e.ids), body)]  # long passages become several chunks
-    mask_id = tok.token_to_id("[MASK]") if tok.token_to_id("[MASK]") is not None else tok.token_to_id("<mask>")
-    if mask_id is None:
-        raise ValueError(f"the tokenizer of {args.model} has neither [MASK] nor <mask>: denoising needs one")
-    ends = {i for i in (tok.token_to_id(t) for t in (".", "!", "?")) if i is not None}
-    word_start = word_start_table(tok.get_vocab())
+              for i in range(0, len(e.ids), body)]
+    ends = {i for i in map(tok.token_to_id, (".", "!", "?")) if i is not None}
+    return Denoising(len(texts), chunks, mask_id, ends, word_start_table(tok.get_vocab()))
+
+
+def denoise_stage(model, data: Denoising, args, cfg: TrainConfig, log: RunLog) -> dict:
+    """BART pre-training (Lewis et al. 2020, 2.2): reconstruct each passage from its noised copy."""
+    c, chunks = model.config, data.chunks
     bos, eos = [c.bos_token_id], [c.eos_token_id]
-    batch_size = args.denoise_batch_size
-    log.print(f"denoising: {len(texts)} passages -> {len(chunks)} chunks of <= {body} tokens, "
+    body, batch_size = args.max_seq_length - 2, args.denoise_batch_size
+    log.print(f"denoising: {data.passages} passages -> {len(chunks)} chunks of <= {body} tokens, "
               f"{args.denoise_steps} steps x batch {batch_size}"
               + (f", stopping after {cfg.max_steps} (--max-steps)" if (cfg.max_steps or math.inf) < args.denoise_steps
                  else ""))
@@ -163,27 +332,76 @@ def denoise_stage(model, tok, texts: list[str], args, cfg: TrainConfig, log: Run
         return [list(range(s * batch_size, (s + 1) * batch_size)) for s in range(args.denoise_steps)]
 
     def collate_noised(positions):
-        noised = [bos + bart_noise(chunks[order[p]], mask_id, ends, np.random.default_rng([args.seed, 2, p]),
-                                   word_start=word_start)[:body] + eos for p in positions]
+        noised = [bos + bart_noise(chunks[order[p]], data.mask_id, data.sentence_ends,
+                                   np.random.default_rng([args.seed, 2, p]), word_start=data.word_start)[:body] + eos
+                  for p in positions]
         labels = [to_labels(bos + chunks[order[p]] + eos, c.decoder_start_token_id) for p in positions]
         return collate(noised, labels, c.pad_token_id)
 
     out = f"{cfg.output_dir}/denoise"
     stage = dataclasses.replace(cfg, output_dir=out, epochs=1, lr=args.denoise_lr, batch_size=batch_size,
-                                resume=cfg.resume and last_checkpoint(out) is not None)
+                                resume=cfg.resume and last_checkpoint(out) is not None, eval_every=0, keep_best=False,
+                                early_stopping_patience=None)
     log.event("stage", name="denoise", steps=args.denoise_steps, chunks=len(chunks))
     return fit(model, stage, batches, collate_noised, loss_fn, fingerprint=fingerprint(chunks), log=log,
                tokenizer_from=args.model)
 
 
-def loss_fn(m, b):
-    """-> (mean over the label tokens, their number): fit weights each micro-batch by its token count."""
-    return (m(b["input_ids"], b["attention_mask"], labels=b["labels"], return_loss=True),
-            (b["labels"] != -100).sum())
+# ----------------------------------------------------------------------------- fine-tuning and evaluation
+
+def validation_loss(model, sources: list[list[int]], labels: list[list[int]], batch_size: int,
+                    amp: torch.dtype | None) -> float:
+    """The mean loss per label token over the pairs (batched by length, dropout off)."""
+    total = tokens = 0
+    with evaluating(model, amp) as device:
+        for idx in sorted_batches([len(x) for x in sources], batch_size):
+            batch = collate([sources[i] for i in idx], [labels[i] for i in idx], model.config.pad_token_id)
+            loss, n = loss_fn(model, to_device(batch, device))
+            total, tokens = total + loss.float() * n, tokens + n
+    return float(total / tokens)
+
+
+def validator(tok, pairs: list[Pair], ids: tuple[list, list], args, amp: torch.dtype | None, lowercase: bool):
+    """fit's `evaluate` on the validation pairs (their token ids `ids`: sources, labels): the loss, and with
+    --validation-metric ibleu also BLEU, BLEU against the source and iBLEU of the best beam."""
+    sources, references = [p.source for p in pairs], [p.target for p in pairs]
+    best_beam = {**generation_settings(args)["beam"], "num_return_sequences": 1}
+
+    def validate(model) -> dict:
+        metrics = {"val_loss": round(validation_loss(model, *ids, args.eval_batch_size, amp), 6)}
+        if args.validation_metric == "ibleu":
+            out = paraphrase(model, tok, sources, max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size,
+                             amp_dtype=amp, **best_beam)
+            scores = paraphrase_metrics(sources, references, [x[0] for x in out], lowercase)
+            metrics.update({f"val_{k}": round(scores[k], 4) for k in ("bleu", "self_bleu", "ibleu")})
+        return metrics
+    return validate
+
+
+def fine_tune(model, ids: tuple[list, list], validate, args, cfg: TrainConfig, device, log: RunLog) -> dict:
+    """Fine-tuning on the training pairs (their token ids `ids`: sources, labels), evaluated by `validate`
+    (None without validation pairs)."""
+    sources, labels = ids
+    steps_per_epoch = -(-len(sources) // args.batch_size)
+
+    def batches(epoch):
+        return batch_indices(len(sources), args.batch_size, args.seed, epoch)
+
+    def collate_pairs(idx):
+        return collate([sources[i] for i in idx], [labels[i] for i in idx], model.config.pad_token_id)
+
+    metric = f"val_{args.validation_metric}"
+    log.event("stage", name="fine-tune", pairs=len(sources), steps_per_epoch=steps_per_epoch)
+    log.print(f"fine-tuning {args.model} | {args.epochs} epoch{'s' * (args.epochs != 1)} x {steps_per_epoch} steps "
+              f"| batch {args.batch_size} | lr {args.lr} | warmup {args.warmup_ratio} | {cfg.precision} "
+              f"| device {device} | " + (f"validation {metric}" if validate else "no validation"))
+    return fit(model, cfg, batches, collate_pairs, loss_fn, evaluate=validate, metric=validate and metric,
+               higher_is_better=metric == "val_ibleu", fingerprint=fingerprint(sources, labels), log=log,
+               tokenizer_from=args.model)
 
 
 def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[list[str]]) -> str:
-    lines = ["# Paraphrase samples (held-out pairs)\n",
+    lines = ["# Paraphrase samples (test pairs)\n",
              f"Model: `{args.model}` trained by train_paraphrase.py. Beam search: num_beams {args.num_beams}, "
              f"no_repeat_ngram_size {args.no_repeat_ngram_size}, encoder_no_repeat_ngram_size "
              f"{args.encoder_no_repeat_ngram_size}, the best {args.num_return_sequences} beams. "
@@ -196,62 +414,61 @@ def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[li
     return "\n".join(lines)
 
 
-def train_model(model, tok, train: list[Pair], args, cfg: TrainConfig, device,
-                log: RunLog) -> tuple[dict | None, dict]:
-    """The denoising stage (if asked for) and fine-tuning on the pairs: (denoising result, fine-tuning result)."""
-    c = model.config
-    denoise, finetuning = None, last_checkpoint(args.output_dir) is not None
-    if args.denoise_steps and not (args.resume and finetuning):  # resuming fine-tuning skips denoising
-        texts = list(unlabeled_text(train, args.denoise_text))
-        denoise = denoise_stage(model, tok, texts, args, cfg, log)
-    cfg = dataclasses.replace(cfg, resume=args.resume and finetuning)
-
-    src = encode(tok, [p.source for p in train], args.max_seq_length)
-    tgt = [to_labels(t, c.decoder_start_token_id) for t in encode(tok, [p.target for p in train], args.max_seq_length)]
-    steps_per_epoch = -(-len(train) // args.batch_size)
-
-    def batches(epoch):
-        return batch_indices(len(train), args.batch_size, args.seed, epoch)
-
-    def collate_pairs(idx):
-        return collate([src[i] for i in idx], [tgt[i] for i in idx], c.pad_token_id)
-
-    log.event("stage", name="fine-tune", pairs=len(train), steps_per_epoch=steps_per_epoch)
-    log.print(f"fine-tuning {args.model} | {args.epochs} epochs x {steps_per_epoch} steps | batch {args.batch_size} "
-              f"| lr {args.lr} | warmup {args.warmup_ratio} | {cfg.precision} | device {device}")
-    return denoise, fit(model, cfg, batches, collate_pairs, loss_fn, fingerprint=fingerprint(src, tgt), log=log,
-                        tokenizer_from=args.model)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg, device, t0 = prepare_run(args, subruns=["denoise"])
 
-    train, held, data_source = load_pairs(args)
+    check_files(args)
+    pairs = load_pairs(args)
+    needs_validation = [flag for flag, value in [("--keep-best", args.keep_best), ("--eval-every", args.eval_every),
+                                                 ("--early-stopping-patience", args.early_stopping_patience)] if value]
+    if needs_validation and not pairs.validation:
+        raise UserError(f"{needs_validation[0]} needs validation pairs, and none are held out", "--validation-pairs",
+                        0, f"pass --validation-pairs N with N >= 1 (there are {len(pairs.train)} training pairs) "
+                           "or a --validation-file")
     tok = load_tokenizer(args.model)
-    model = load_model(args.model)
-    check_generation_flags(args, model.config)  # before any training: --max-length within the model's positions
+    model = load_model(args.model, args.eval_only)
+    check_model(args, model.config)
+    resume_fine_tuning = args.resume and last_checkpoint(args.output_dir) is not None  # then denoising is done
+    denoising = denoising_data(tok, pairs.train, args) if args.denoise_steps and not resume_fine_tuning else None
+    start_id = model.config.decoder_start_token_id
+    *train_ids, train_cut = encode_pairs(tok, pairs.train, args.max_seq_length, start_id)
+    *validation_ids, validation_cut = encode_pairs(tok, pairs.validation, args.max_seq_length, start_id)
+    amp = amp_dtype(cfg.precision)
+    lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
     log = start_run(cfg, subruns=["denoise"])
-    log.print(f"paraphrase: {len(train)} training pairs (deduplicated, copies dropped), {len(held)} held out "
-              f"| {data_source}")
 
     if args.eval_only:
-        denoise, result = None, {"history": [], "step": 0, "train_time_s": 0.0, "checkpoint": None}
+        log.print(f"paraphrase: {len(pairs.test)} test pairs | {pairs.source}")
+    else:
+        log.print(f"paraphrase: {pairs.counts}; {len(pairs.validation)} validation pairs, {len(pairs.test)} test pairs "
+                  f"| {pairs.source}")
+    if train_cut or validation_cut:
+        log.print(f"cut to --max-seq-length {args.max_seq_length} tokens: {train_cut} of the {2 * len(pairs.train)} "
+                  f"training sentences, {validation_cut} of the {2 * len(pairs.validation)} validation sentences")
+    denoise, result = None, {"history": [], "evals": [], "best": None, "step": 0, "train_time_s": 0.0,
+                             "checkpoint": None}
+    if args.eval_only:
         model.to(device)
     else:
-        denoise, result = train_model(model, tok, train, args, cfg, device, log)
+        if denoising:
+            denoise = denoise_stage(model, denoising, args, cfg, log)
+        validate = validator(tok, pairs.validation, validation_ids, args, amp, lowercase) if pairs.validation else None
+        result = fine_tune(model, train_ids, validate, args, dataclasses.replace(cfg, resume=resume_fine_tuning),
+                           device, log)
     if not is_main_process():  # rank 0 alone evaluates and writes
         return result
 
+    evaluated = f"model {args.model} as given (--eval-only)" if args.eval_only else best_or_last(result)
+    log.print(f"test metrics of the {evaluated}")
     t_eval = time.perf_counter()
-    sources, refs = [p.source for p in held], [p.target for p in held]
+    test = pairs.test
+    sources, refs = [p.source for p in test], [p.target for p in test]
     settings = generation_settings(args)
-    run = dict(max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size, progress=True,
-               amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
-    beams = paraphrase(model, tok, sources, **run, **settings["beam"])
+    run_with = dict(max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size, progress=True, amp_dtype=amp)
+    beams = paraphrase(model, tok, sources, **run_with, **settings["beam"])
     torch.manual_seed(args.seed)
-    sampled = paraphrase(model, tok, sources, **run, **settings["sampled"])
-    lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
+    sampled = paraphrase(model, tok, sources, **run_with, **settings["sampled"])
     outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
                "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],
                "paraphrase_sampled": [x[0] for x in sampled]}  # the blog's beam-sample, its first sequence
@@ -265,41 +482,32 @@ def main(argv=None) -> dict:
     for name, what in [("paraphrase", "best beam"), ("paraphrase_no_copy", "best non-copy beam"),
                        ("paraphrase_sampled", "beam-sample")]:
         m = scores[name]
-        log.print(f"held-out ({len(held)} pairs), {what}: BLEU {m['bleu']:.2f} | BLEU vs source {m['self_bleu']:.2f} "
+        log.print(f"test ({len(test)} pairs), {what}: BLEU {m['bleu']:.2f} | BLEU vs source {m['self_bleu']:.2f} "
                   f"| iBLEU {m['ibleu']:.2f} (copy baseline {copy['ibleu']:.2f}) | copy rate {m['copy_rate']:.3f} "
                   f"| length ratio {m['length_ratio']:.3f}")
     write_text(f"{args.output_dir}/generations.jsonl", "".join(
         json.dumps({"source": s, "reference": r, **{name: out[i] for name, out in outputs.items()}},
                    ensure_ascii=False) + "\n" for i, (s, r) in enumerate(zip(sources, refs))))
 
-    picks = sorted(random.Random(args.seed).sample(range(len(held)), min(5, len(held))))
-    write_text(f"{args.output_dir}/samples.md", samples_md(args, [held[i] for i in picks],
+    picks = sorted(random.Random(args.seed).sample(range(len(test)), min(5, len(test))))
+    write_text(f"{args.output_dir}/samples.md", samples_md(args, [test[i] for i in picks],
                                                           [beams[i][:args.num_return_sequences] for i in picks],
                                                           [sampled[i] for i in picks]))
 
-    metrics = {"task": "paraphrase", "model": args.model, "data": data_source,
-               "sizes": {"train_pairs": len(train), "eval_pairs": len(held)},
-               "eval": scores["paraphrase"], "eval_no_copy": scores["paraphrase_no_copy"],
-               "eval_sampled": scores["paraphrase_sampled"], "copy_baseline": copy,
-               "bleu_lowercase": lowercase,
+    metrics = {"task": "paraphrase", "model": args.model, "data": pairs.source,
+               "sizes": {"train_pairs": len(pairs.train), "validation_pairs": len(pairs.validation),
+                         "eval_pairs": len(test), "cut_sentences": train_cut + validation_cut},
+               "evaluated_model": evaluated, "eval": scores["paraphrase"], "eval_no_copy": scores["paraphrase_no_copy"],
+               "eval_sampled": scores["paraphrase_sampled"], "copy_baseline": copy, "bleu_lowercase": lowercase,
                "denoise": denoise and {"steps": denoise["step"], "history": denoise["history"],
-                                       "train_time_s": denoise["train_time_s"], "texts": args.denoise_text},
-               "epochs": result["history"], "steps": result["step"], "train_time_s": result["train_time_s"],
-               "eval_time_s": round(time.perf_counter() - t_eval, 2),
-               "protocol": {"max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "lr": args.lr,
-                            "denoise_lr": args.denoise_lr, "denoise_batch_size": args.denoise_batch_size,
-                            "warmup_ratio": args.warmup_ratio,
-                            "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
-                            "both_directions": args.both_directions, "max_pair_bleu": args.max_pair_bleu,
-                            "max_steps": args.max_steps, "precision": cfg.precision,
-                            "grad_accum_steps": args.grad_accum_steps,
-                            "eval_only": args.eval_only,
-                            "generation": {"num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size,
-                                           "encoder_no_repeat_ngram_size": args.encoder_no_repeat_ngram_size,
-                                           "max_length": args.max_length, "top_k": args.top_k, "top_p": args.top_p}},
-               "checkpoint": result["checkpoint"], **run_info(args, device)}
+                                       "train_time_s": denoise["train_time_s"]},
+               "epochs": result["history"], "validations": result["evals"], "best_validation": result["best"],
+               "steps": result["step"], "train_time_s": result["train_time_s"],
+               "eval_time_s": round(time.perf_counter() - t_eval, 2), "precision": cfg.precision,
+               "checkpoint": result["checkpoint"],
+               **run_info(args, device, None if argv is None else ["train_paraphrase.py", *argv])}
     return finish_run(log, metrics, t0, "generations.jsonl and samples.md")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

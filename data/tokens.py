@@ -12,8 +12,12 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     max_length keeping the final end token."""
     if max_length < 3:
         raise ValueError(f"max_length: expected at least 3 (start, a token, end), got {max_length}")
-    return [e.ids if len(e.ids) <= max_length else e.ids[:max_length - 1] + e.ids[-1:]
-            for e in tokenizer.encode_batch(texts)]
+    return [truncate(e.ids, max_length) for e in tokenizer.encode_batch(texts)]
+
+
+def truncate(ids: list[int], max_length: int) -> list[int]:
+    """Token ids cut to max_length, keeping the final (end) token."""
+    return ids if len(ids) <= max_length else ids[:max_length - 1] + ids[-1:]
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None) -> tuple[Tensor, Tensor | None]:

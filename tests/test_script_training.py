@@ -41,7 +41,7 @@ def test_max_steps_caps_both_paraphrase_stages(tmp_path, data_dir, tiny_bert_dir
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--keep-best"], "unrecognized arguments: --keep-best"),  # no evaluation during training yet
+    (["--early-stopping-patience", "0"], "--early-stopping-patience: expected a value >= 1"),
     (["--grad-accum-steps", "0"], "--grad-accum-steps: expected a value >= 1"),
     (["--save-total-limit", "0"], "--save-total-limit: expected a value >= 1"),
 ])
