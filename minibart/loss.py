@@ -33,12 +33,14 @@ def lm_head_loss(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Te
     """
     chunk_bytes = CHUNK_BYTES.get(hidden.device.type, CHUNK_BYTES["cpu"])
     rows = chunk_rows or max(64, chunk_bytes // (4 * weight.size(0)) // 64 * 64)
-    return _LMHeadLoss.apply(hidden.flatten(0, -2), weight, bias, labels.flatten(), rows)
+    # under no_grad (evaluation) the forward pass computes no gradients: the Function cannot tell by itself
+    return _LMHeadLoss.apply(hidden.flatten(0, -2), weight, bias, labels.flatten(), rows, torch.is_grad_enabled())
 
 
 class _LMHeadLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, rows: int) -> Tensor:
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, rows: int,
+                grad_enabled: bool) -> Tensor:
         dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) \
             else hidden.dtype
         exact = torch.promote_types(dtype, torch.float32)  # the softmax's dtype: float32 at least
@@ -48,7 +50,7 @@ class _LMHeadLoss(torch.autograd.Function):
         targets = labels.where(keep, 0)[:, None]  # [N, 1], any valid index where ignored
         # d(mean loss)/d(logits) = (softmax - onehot) / count on kept rows, 0 on ignored ones (also when count = 0)
         row_scale = keep[:, None].to(exact) / count.clamp(min=1)
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        need_h, need_w, need_b = (grad_enabled and n for n in ctx.needs_input_grad[:3])
         grads = need_h or need_w or need_b
         d_hidden = torch.empty_like(hidden) if need_h else None
         d_weight = torch.zeros_like(weight, dtype=exact) if need_w else None
@@ -90,4 +92,4 @@ class _LMHeadLoss(torch.autograd.Function):
                                "handed out once; retain_graph is not supported)")
         grads = [None if g is None else g.mul_(grad) for g in ctx.grads]  # in place: handed out once
         ctx.grads = None
-        return *grads, None, None
+        return *grads, None, None, None

@@ -173,3 +173,19 @@ def test_on_cuda_the_loss_matches_the_reference_in_fp32_and_bf16_and_decoding_pa
     head = model.decoding_head(torch.bfloat16)
     assert head.shape == (64, CONFIG["d_model"]) and not head[CONFIG["vocab_size"]:].any()
     assert model.decoding_head(torch.bfloat16) is head
+
+
+def test_no_gradients_are_computed_under_no_grad(monkeypatch):
+    """Evaluation (no_grad) gets the same loss without the gradient work (the softmax-minus-onehot step)."""
+    calls = []
+    scatter_add_ = torch.Tensor.scatter_add_
+    monkeypatch.setattr(torch.Tensor, "scatter_add_", lambda t, *a: calls.append(1) or scatter_add_(t, *a))
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(6, 8, requires_grad=True), torch.randn(11, 8, requires_grad=True)
+    labels = torch.tensor([1, 2, -100, 4, 5, 6])
+    with torch.no_grad():
+        loss = lm_head_loss(hidden, weight, None, labels, chunk_rows=4)
+    assert calls == [] and not loss.requires_grad
+    torch.testing.assert_close(loss, seq2seq_loss((hidden @ weight.t())[None], labels[None]))
+    lm_head_loss(hidden, weight, None, labels, chunk_rows=4)
+    assert len(calls) == 2  # with gradients: once per chunk
