@@ -178,7 +178,7 @@ def weight_names(folder: Path) -> set[str]:
             raise UserError(f"unreadable weights ({e})", str(path), fix="repair or replace the checkpoint") from None
     path = folder / "pytorch_model.bin"
     if path.exists():
-        return set(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        return set(torch.load(path, map_location="cpu", weights_only=True))
     raise UserError("no weights", "--model", str(folder), "expected model.safetensors or pytorch_model.bin")
 
 
@@ -307,8 +307,9 @@ def main(argv=None) -> list[dict]:
         predictions = paraphrase_sources(model, tok, rows, args, length, generation, **run)
     replaced = [f for f in task.outputs if any(f in r for r in rows)]
     if replaced:
-        note(f"the input field{'s' * (len(replaced) > 1)} {', '.join(map(repr, replaced))} replaced by the "
-             "prediction's (rename it in the input to keep it)")
+        many = len(replaced) > 1
+        note(f"the input field{'s' * many} {', '.join(map(repr, replaced))} {'are' if many else 'is'} replaced by the "
+             f"prediction's (rename {'them' if many else 'it'} in the input to keep the input's)")
     records = [{**r, **p} for r, p in zip(rows, predictions)]
     text = "".join(to_json(r) + "\n" for r in records)
     if args.output:

@@ -3,12 +3,14 @@ are those of the evaluation path (answer / classify / paraphrase) and, for class
 every mistake is one error line before anything is written."""
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from data.paraphrase import paraphrase
 from data.squad import answer, read_squad_file
@@ -26,11 +28,17 @@ SENTENCES = ["The cat sat on the mat.", "Colorless green ideas sleep furiously."
              "A much longer sentence, with a comma, some numbers like 1,000 and a question?", "Yes."]
 
 
+def saved(model, folder: Path, tokenizer_from: Path) -> Path:
+    """`folder` holding the model and the tokenizer files of `tokenizer_from`, as a training script writes it."""
+    model.save_pretrained(folder)
+    copy_tokenizer_files(tokenizer_from, folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def cls_dir(tiny_bert_dir, tmp_path_factory) -> Path:
     """A 3-label classifier with named labels whose head tells SENTENCES[i] as label i, i < 3: a random
     encoder's pooled states differ little from sentence to sentence, so the head reads their differences."""
-    folder = tmp_path_factory.mktemp("cls")
     model = BertForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
     tok = load_tokenizer(tiny_bert_dir)
     with torch.no_grad():
@@ -39,29 +47,21 @@ def cls_dir(tiny_bert_dir, tmp_path_factory) -> Path:
         model.classifier.weight.copy_(centered / centered.norm(dim=1).square()[:, None])  # logit i = 1 on sentence i
         model.classifier.bias.copy_(-model.classifier.weight @ pooled.mean(0))
     model.config.extra["id2label"] = LABELS
-    model.save_pretrained(folder)
-    copy_tokenizer_files(tiny_bert_dir, folder)
-    return folder
+    return saved(model, tmp_path_factory.mktemp("cls"), tiny_bert_dir)
 
 
 @pytest.fixture(scope="module")
 def qa_dir(tiny_bert_dir, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("qa")
     torch.manual_seed(2)
     model = BertForQuestionAnswering.from_pretrained(tiny_bert_dir)
     with torch.no_grad():
         model.qa_outputs.weight.normal_(0, 1.0)
-    model.save_pretrained(folder)
-    copy_tokenizer_files(tiny_bert_dir, folder)
-    return folder
+    return saved(model, tmp_path_factory.mktemp("qa"), tiny_bert_dir)
 
 
 @pytest.fixture(scope="module")
 def bart_dir(tiny_bert_dir, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("bart")
-    BartForConditionalGeneration.from_bert(tiny_bert_dir).save_pretrained(folder)
-    copy_tokenizer_files(tiny_bert_dir, folder)
-    return folder
+    return saved(BartForConditionalGeneration.from_bert(tiny_bert_dir), tmp_path_factory.mktemp("bart"), tiny_bert_dir)
 
 
 def predict(argv: list[str], capsys, monkeypatch=None, stdin: str | None = None) -> list[dict]:
@@ -99,7 +99,7 @@ def test_cola_equals_transformers_from_a_file(tmp_path, cls_dir, capsys):
     (tmp_path / "in.jsonl").write_text(jsonl(rows))
     main(["cola", "--model", str(cls_dir), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out"),
           "--batch-size", "2"])
-    assert "the input field 'label' replaced by the prediction's" in capsys.readouterr().err
+    assert "note: the input field 'label' is replaced by the prediction's" in capsys.readouterr().err
     out = [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
     assert [(o["id"], o["sentence"]) for o in out] == [(r["id"], r["sentence"]) for r in rows]
 
@@ -195,8 +195,7 @@ def test_paraphrase_from_stdin_defaults_to_the_generation_config(tmp_path, bart_
     folder = tmp_path / "bart"
     model = BartForConditionalGeneration.from_pretrained(bart_dir)
     model.config.num_beams, model.config.num_return_sequences, model.config.max_length = 2, 2, 6
-    model.save_pretrained(folder)
-    copy_tokenizer_files(bart_dir, folder)
+    saved(model, folder, bart_dir)
     out = predict(["paraphrase", "--model", str(folder)], capsys, monkeypatch, stdin="\n".join(SENTENCES))
     assert [o["source"] for o in out] == SENTENCES and all(len(o["paraphrases"]) == 2 for o in out)
     sampled = ["paraphrase", "--model", str(folder), "--do-sample", "--num-beams", "1", "--num-return-sequences", "4"]
@@ -237,6 +236,8 @@ def test_malformed_squad_line_names_the_file(tmp_path, qa_dir, capsys):
     err = fails(["squad", "--model", str(qa_dir), "--input", str(tmp_path / "q.jsonl"),
                  "--output", str(tmp_path / "a.jsonl")], capsys)
     assert f"missing column 'context' ({tmp_path / 'q.jsonl'}, line 2)" in err and not (tmp_path / "a.jsonl").exists()
+    err = fails(["squad", "--model", str(qa_dir), "--input", str(tmp_path / "none.jsonl")], capsys)
+    assert f"No such file or directory (--input, '{tmp_path / 'none.jsonl'}')" in err
 
 
 @pytest.mark.parametrize("task, model, message", [
@@ -252,6 +253,16 @@ def test_a_checkpoint_of_the_wrong_kind_names_model(tmp_path, capsys, monkeypatc
     err = fails([task, "--model", str(folders[model]), "--output", str(tmp_path / "out")], capsys, monkeypatch,
                 stdin='{"sentence": "a", "source": "a", "question": "a", "context": "a"}\n')
     assert message in err and not (tmp_path / "out").exists()
+
+
+def test_a_pytorch_model_bin_checkpoint_is_read_too(tmp_path, cls_dir, capsys, monkeypatch):
+    folder = tmp_path / "bin"
+    shutil.copytree(cls_dir, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    assert predict(["cola", "--model", str(folder)], capsys, monkeypatch, stdin="Yes.\n")[0]["label"] in LABELS.values()
+    err = fails(["squad", "--model", str(folder)], capsys, monkeypatch, stdin="")
+    assert "it has no qa_outputs.weight (--model" in err
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -272,8 +283,7 @@ def test_a_value_from_the_generation_config_says_so(tmp_path, bart_dir, capsys):
     folder = tmp_path / "bart"
     model = BartForConditionalGeneration.from_pretrained(bart_dir)
     model.config.num_beams, model.config.num_return_sequences = 4, 4
-    model.save_pretrained(folder)
-    copy_tokenizer_files(bart_dir, folder)
+    saved(model, folder, bart_dir)
     err = fails(["paraphrase", "--model", str(folder), "--num-beams", "2"], capsys)
     assert "argument --num-return-sequences: expected at most num_beams (2), got 4 from the generation config" in err
 
