@@ -255,26 +255,26 @@ def note_cut(tokenizer, texts: list[str], max_length: int, flag: str) -> None:
 
 # ----------------------------------------------------------------------------- the three tasks
 
-def answer_questions(model, tok, rows: list[dict], args, length: int, **run) -> list[dict]:
+def answer_questions(model, tok, rows: list[dict], args, length: int, **inference) -> list[dict]:
     examples = [SquadExample(str(i), r["question"], r["context"], [], [], True) for i, r in enumerate(rows)]
     answers = answer(model, tok, examples, batch_size=args.batch_size, version_2=args.version == "2.0",
                      null_threshold=args.null_threshold, max_seq_length=length, doc_stride=args.doc_stride,
-                     max_query_length=MAX_QUERY_LENGTH, **run)
+                     max_query_length=MAX_QUERY_LENGTH, **inference)
     return [{"answer": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers]
 
 
-def classify_sentences(model, tok, rows: list[dict], args, length: int, labels: list[str], **run) -> list[dict]:
+def classify_sentences(model, tok, rows: list[dict], args, length: int, labels: list[str], **inference) -> list[dict]:
     sentences = [r["sentence"] for r in rows]
     note_cut(tok, sentences, length, "--max-length")
-    probs = classify(model, tok, sentences, max_length=length, batch_size=args.batch_size, **run)  # [N, labels]
+    probs = classify(model, tok, sentences, max_length=length, batch_size=args.batch_size, **inference)  # [N, labels]
     return [{"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))} for p in probs]
 
 
-def paraphrase_sources(model, tok, rows: list[dict], args, length: int, generation: dict, **run) -> list[dict]:
+def paraphrase_sources(model, tok, rows: list[dict], args, length: int, generation: dict, **inference) -> list[dict]:
     sources = [r["source"] for r in rows]
     note_cut(tok, sources, length, "--max-seq-length")
     set_seed(args.seed)
-    outputs = paraphrase(model, tok, sources, max_seq_length=length, batch_size=args.batch_size, **run, **generation)
+    outputs = paraphrase(model, tok, sources, max_seq_length=length, batch_size=args.batch_size, **inference, **generation)
     return [{"paraphrases": out} for out in outputs]
 
 
@@ -298,13 +298,13 @@ def main(argv=None) -> list[dict]:
     rows = read_inputs(args, task)
     model = task.model_class.from_pretrained(folder).to(device)
 
-    run = dict(amp_dtype=amp_dtype(precision), progress=args.input is not None)
+    inference = dict(amp_dtype=amp_dtype(precision), progress=args.input is not None)
     if args.task == "squad":
-        predictions = answer_questions(model, tok, rows, args, length, **run)
+        predictions = answer_questions(model, tok, rows, args, length, **inference)
     elif args.task == "cola":
-        predictions = classify_sentences(model, tok, rows, args, length, labels, **run)
+        predictions = classify_sentences(model, tok, rows, args, length, labels, **inference)
     else:
-        predictions = paraphrase_sources(model, tok, rows, args, length, generation, **run)
+        predictions = paraphrase_sources(model, tok, rows, args, length, generation, **inference)
     replaced = [f for f in task.outputs if any(f in r for r in rows)]
     if replaced:
         many = len(replaced) > 1
