@@ -266,7 +266,7 @@ def answer_questions(model, tok, rows: list[dict], args, length: int, **inferenc
 def classify_sentences(model, tok, rows: list[dict], args, length: int, labels: list[str], **inference) -> list[dict]:
     sentences = [r["sentence"] for r in rows]
     note_cut(tok, sentences, length, "--max-length")
-    probs = classify(model, tok, sentences, max_length=length, batch_size=args.batch_size, **inference)  # [N, labels]
+    probs = classify(model, tok, sentences, max_length=length, batch_size=args.batch_size, **inference)  # [N, L]
     return [{"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))} for p in probs]
 
 
@@ -274,7 +274,8 @@ def paraphrase_sources(model, tok, rows: list[dict], args, length: int, generati
     sources = [r["source"] for r in rows]
     note_cut(tok, sources, length, "--max-seq-length")
     set_seed(args.seed)
-    outputs = paraphrase(model, tok, sources, max_seq_length=length, batch_size=args.batch_size, **inference, **generation)
+    outputs = paraphrase(model, tok, sources, max_seq_length=length, batch_size=args.batch_size, **inference,
+                         **generation)
     return [{"paraphrases": out} for out in outputs]
 
 
