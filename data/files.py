@@ -32,12 +32,15 @@ def where(path, line: int, column: str | None = None) -> str:
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file, without a leading byte-order mark; bytes that are not UTF-8 are an error
     naming the line."""
-    path = Path(path)
-    data = path.read_bytes()
+    return decode_text(Path(path).read_bytes(), path)
+
+
+def decode_text(data: bytes, name) -> str:
+    """UTF-8 bytes read from `name` (a path, or "<stdin>") -> text, as `read_text`."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError("not UTF-8 text", where(path, data.count(b"\n", 0, e.start) + 1),
+        raise UserError("not UTF-8 text", where(name, data.count(b"\n", 0, e.start) + 1),
                         data[e.start:e.end], "save the file as UTF-8") from None
     return text.removeprefix("\ufeff")
 
@@ -52,16 +55,17 @@ def read_json(path: str | Path):
 
 
 def read_table(path: str | Path, columns: list[str], kind: str | None = None,
-               quoting: int = csv.QUOTE_MINIMAL) -> list[Row]:
+               quoting: int = csv.QUOTE_MINIMAL, text: str | None = None) -> list[Row]:
     """The rows of a CSV, TSV or JSONL file (`kind` "csv", "tsv" or "jsonl"; default: from the
     extension) that must have `columns`. CSV and TSV need a header naming them (more columns may
-    follow); `quoting=csv.QUOTE_NONE` reads quotes as text (files that never quote)."""
+    follow); `quoting=csv.QUOTE_NONE` reads quotes as text (files that never quote). `text`: the
+    content, already read (from stdin); `path` then only names it in errors."""
     path = Path(path)
     kind = kind or KINDS.get(path.suffix.lower())
     if kind not in KINDS.values():
         raise UserError("unknown table format", str(path), path.suffix,
                         f"name the file with one of the extensions {', '.join(KINDS)}")
-    text = read_text(path)
+    text = read_text(path) if text is None else text
     return _jsonl_rows(path, text, columns) if kind == "jsonl" else _csv_rows(path, text, columns, kind, quoting)
 
 
