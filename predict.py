@@ -48,7 +48,7 @@ from minibert.checkpoint import read_config
 from minibert.cli import ArgumentParser, UserError, run
 from minibert.config import InvalidValue
 from minibert.files import to_json, write_text
-from minibert.options import _number
+from minibert.options import number
 from minibert.runtime import PRECISIONS, amp_dtype, pick_device, resolve_precision, set_seed
 
 MAX_QUERY_LENGTH = 64  # question tokens kept, as in training (data.squad.featurize)
@@ -91,15 +91,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     squad.add_argument("--null-threshold", type=float, default=0.0,
                        help="SQuAD 2.0: answer '' when the null score > the best span's score + this (the official "
                             "evaluate-v2.0.py's best_f1_thresh)")
-    squad.add_argument("--max-seq-length", type=_number(int, MAX_QUERY_LENGTH + 4, True), default=384,
+    squad.add_argument("--max-seq-length", type=number(int, MAX_QUERY_LENGTH + 4, True), default=384,
                        help="tokens per window: [CLS] question [SEP] context piece [SEP]")
-    squad.add_argument("--doc-stride", type=_number(int, 1, True), default=128,
+    squad.add_argument("--doc-stride", type=number(int, 1, True), default=128,
                        help="context tokens between the starts of consecutive windows")
 
     cola = sub.add_parser("cola", aliases=["classify"], help="classify each sentence (CoLA or your own labels)",
                           description="Classify each sentence with a sentence-classification checkpoint.")
     add_common_args(cola, text=True)
-    cola.add_argument("--max-length", type=_number(int, 3, True),
+    cola.add_argument("--max-length", type=number(int, 3, True),
                       help="tokens per sentence, [CLS] and [SEP] included; longer ones are cut (a note on stderr "
                            "counts them) (default: the model's max_position_embeddings)")
     cola.set_defaults(task="cola")
@@ -108,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                           description="Paraphrase each sentence with a BART checkpoint. The generation flags default\n"
                                       "to the checkpoint's generation_config.json, then to transformers' defaults.")
     add_common_args(para, text=True)
-    para.add_argument("--max-seq-length", type=_number(int, 3, True),
+    para.add_argument("--max-seq-length", type=number(int, 3, True),
                       help="source tokens, special tokens included; longer ones are cut (a note on stderr counts "
                            "them) (default: the model's max_position_embeddings)")
     para.add_argument("--seed", type=int, default=0, help="seeds the sampling (--do-sample)")
@@ -139,7 +139,7 @@ def add_common_args(p: argparse.ArgumentParser, text: bool) -> None:
                             "first non-blank line starts with '{'")
     else:
         p.set_defaults(format="jsonl")
-    p.add_argument("--batch-size", type=_number(int, 1, True), default=32, help="inputs (SQuAD: windows) per batch")
+    p.add_argument("--batch-size", type=number(int, 1, True), default=32, help="inputs (SQuAD: windows) per batch")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="autocast dtype of the forward pass (default: bf16 on a GPU that has it, else fp32)")

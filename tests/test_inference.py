@@ -115,3 +115,16 @@ def test_paraphrase_returns_the_asked_number_in_input_order(bart):
                         max_length=8)[0] for t in TEXTS]
     assert out == alone  # batched by length, padded, returned in input order
     assert [len(p) for p in paraphrase(model, tok, TEXTS[:2], max_seq_length=16, batch_size=2, max_length=6)] == [1, 1]
+
+
+def test_paraphrase_groups_by_the_model_configs_num_return_sequences(bart):
+    """A checkpoint whose generation_config.json sets num_return_sequences: each text gets that many."""
+    model, tok = bart
+    model.config.num_return_sequences, model.config.num_beams = 3, 3
+    try:
+        out = paraphrase(model, tok, TEXTS, max_seq_length=16, batch_size=2, max_length=8)
+    finally:
+        model.config.num_return_sequences, model.config.num_beams = None, None
+    assert [len(p) for p in out] == [3] * len(TEXTS)
+    assert out[1] == paraphrase(model, tok, TEXTS[1:2], max_seq_length=16, batch_size=1, max_length=8,
+                                num_beams=3, num_return_sequences=3)[0]
