@@ -97,6 +97,9 @@ def load_data(args) -> Data:
 def load_cola(args) -> Data:
     """CoLA as the tutorial uses it: the seeded 90/10 split of in_domain_train, and two test sets."""
     if args.data_dir:
+        if not Path(args.data_dir).is_dir():
+            raise UserError("no such folder", "--data-dir", args.data_dir,
+                            f"give the folder of the raw CoLA files ({', '.join(FILES.values())})")
         splits = load_raw(args.data_dir)
         where = {split: str(Path(args.data_dir) / name) for split, name in FILES.items()}
     else:
@@ -221,7 +224,8 @@ def main(argv=None) -> dict:
     model = load_model(args, data.labels).to(device)
     train_ids = encode(tok, data.train.texts, args.max_length)
     cut = {s.name: truncated(tok, s.texts, args.max_length) for s in splits}
-    log = start_run(cfg)
+    data_fingerprint = fingerprint(train_ids, data.train.labels)
+    log = start_run(cfg, fingerprints={".": data_fingerprint})
 
     pad_to = args.max_length if args.pad_to_max else None
     lengths = [len(x) for x in train_ids] if args.bucket else None
@@ -254,7 +258,7 @@ def main(argv=None) -> dict:
               f"| lr {args.lr} | {cfg.precision} | device {device} | padding "
               + (f"fixed {pad_to}" if pad_to else "dynamic"))
     result = fit(model, cfg, batches, collate_examples, loss_fn, evaluate=validate, metric="val_mcc",
-                 fingerprint=fingerprint(train_ids, data.train.labels), log=log, tokenizer_from=args.model)
+                 fingerprint=data_fingerprint, log=log, tokenizer_from=args.model)
     if not is_main_process():  # rank 0 alone evaluates and writes
         return result
 

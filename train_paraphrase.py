@@ -436,7 +436,9 @@ def main(argv=None) -> dict:
     *validation_ids, validation_cut = encode_pairs(tok, pairs.validation, args.max_seq_length, start_id)
     amp = amp_dtype(cfg.precision)
     lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
-    log = start_run(cfg, subruns=["denoise"])
+    fingerprints = ({".": fingerprint(*train_ids)} | ({"denoise": fingerprint(denoising.chunks)} if denoising else {})
+                    if cfg.resume else None)
+    log = start_run(cfg, subruns=["denoise"], fingerprints=fingerprints)
 
     if args.eval_only:
         log.print(f"paraphrase: {len(pairs.test)} test pairs | {pairs.source}")

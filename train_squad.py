@@ -205,7 +205,9 @@ def main(argv=None) -> dict:
     cut = [sum(len(q.ids) > args.max_query_length for q in tok.encode_batch([e.question for e in split],
                                                                            add_special_tokens=False))
            for split in (train, validation, dev)]
-    log = start_run(cfg)
+    data_fingerprint = fingerprint([f.input_ids for f in train_features], [f.start_position for f in train_features],
+                                   [f.end_position for f in train_features])
+    log = start_run(cfg, fingerprints={".": data_fingerprint})
     steps_per_epoch = -(-len(train_features) // args.batch_size)
     total_steps = min(args.epochs * steps_per_epoch, args.max_steps or args.epochs * steps_per_epoch)
 
@@ -247,9 +249,7 @@ def main(argv=None) -> dict:
               device=str(device))
     result = fit(model, cfg, batches, collate_features, loss_fn, evaluate=validate if validation else None,
                  metric="val_f1" if validation else None, log=log, tokenizer_from=args.model, unit="features",
-                 fingerprint=fingerprint([f.input_ids for f in train_features],
-                                         [f.start_position for f in train_features],
-                                         [f.end_position for f in train_features]))
+                 fingerprint=data_fingerprint)
     if not is_main_process():  # rank 0 alone evaluates and writes
         return result
     epoch_s = sum(h["epoch_time_s"] for h in result["history"])

@@ -90,13 +90,15 @@ def read_state_dict(folder: Path) -> dict[str, Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
+            raise UserError(f"{path} is not a readable safetensors file ({e})",
+                            fix="repair or replace the checkpoint") from None
     path = folder / "pytorch_model.bin"
     if path.exists():
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
+            raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0] if str(e) else e!r})",
+                            fix="repair or replace the checkpoint") from None
     raise FileNotFoundError(f"{folder} has no weights: expected {' or '.join(WEIGHT_FILES)}")
 
 
@@ -178,7 +180,7 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
     if mismatched:
         problems.append(f"shape mismatch: {'; '.join(mismatched)}")
     if problems:
-        raise ValueError(f"cannot load {source} into {type(model).__name__}: " + " | ".join(problems))
+        raise UserError(f"cannot load {source} into {type(model).__name__}: " + " | ".join(problems))
     model.load_state_dict(matched, strict=False)
     if fresh:
         log.warning("%s: %s not in %s, freshly initialized: train it before use",

@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from tqdm import tqdm
+
 _UNSET = object()
 
 
@@ -46,6 +48,12 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars an error left open, so that the error line starts a line of its own."""
+    for bar in list(tqdm._instances):
+        bar.close()
+
+
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
     """Call main(argv); a UserError, or an OSError (disk full, permission denied), becomes one line on
     stderr and exit status 1. Ctrl-C exits with status 130."""
@@ -56,6 +64,7 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     except (UserError, OSError) as e:
         if debug:
             raise
+        _end_progress_bars()
         if isinstance(e, OSError) and e.filename:
             e = f"{e.strerror or e} ({e.filename})"
         print(f"error: {e}", file=sys.stderr)
@@ -63,5 +72,6 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     except KeyboardInterrupt:
         if debug:
             raise
+        _end_progress_bars()
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -2,8 +2,8 @@
 
     prepare_run(args, subruns=()) -> (cfg, device, t0)   first thing in main(): checks that write nothing, then
                                                           the process group (torchrun), device, precision, seed
-    start_run(cfg, subruns=()) -> RunLog                  once the data and model are loaded: the folder, its lock,
-                                                          --overwrite's clean-up, the log
+    start_run(cfg, subruns=(), fingerprints=None) -> RunLog   once the data and model are loaded: --resume's data
+                                                          check, the folder, its lock, --overwrite's clean-up, the log
     finish_run(log, metrics, t0, wrote) -> metrics        metrics.json, the closing line, the lock released
     RunLog(output_dir)                                    log.jsonl (strict JSON lines) and train.log
     run_info(device, argv=None) -> dict                   command, hardware, versions for metrics.json
@@ -32,7 +32,7 @@ from minibert.files import io_error, to_json, write_json
 from minibert.options import TrainConfig
 from minibert.reporting import require_tensorboard
 from minibert.runtime import configure_torch, pick_device, resolve_precision, set_seed
-from minibert.saving import check_settings, last_checkpoint, read_trainer_state
+from minibert.saving import check_settings, checkpoints, last_checkpoint, read_trainer_state
 
 LOCK_FILE = "run.lock"
 _locks = {}  # this process's lock files, by folder: a run that failed in this process does not hold it against the next
@@ -153,10 +153,23 @@ def _unlock(folder: Path) -> None:
         f.close()
 
 
-def start_run(cfg: TrainConfig, subruns=()) -> "RunLog":
+def _check_data(folder: Path, fingerprint: str) -> None:
+    """Refuse other training data than that of the newest readable checkpoint in `folder`."""
+    for ckpt in checkpoints(folder):
+        try:
+            saved = read_trainer_state(ckpt)["settings"]
+        except (OSError, ValueError, KeyError):
+            continue  # fit falls back to an older checkpoint, and says so
+        return check_settings(saved, {"data": fingerprint}, ckpt)
+
+
+def start_run(cfg: TrainConfig, subruns=(), fingerprints: dict[str, str] | None = None) -> "RunLog":
     """Create the output folder, lock it against a second run, clear the old run's files with --overwrite,
-    and open the log (appending: resuming continues it)."""
+    and open the log (appending: resuming continues it). `fingerprints` ({"." or a subrun: fingerprint(...)
+    of its training data}): --resume with other data is refused here, before the folder is touched."""
     out = Path(cfg.output_dir)
+    if cfg.resume and fingerprints:
+        _on_main_process(lambda: [_check_data(out / f, fp) for f, fp in fingerprints.items()])
     if is_main_process():
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def _write_folder(tmp: Path, model: nn.Module, tokenizer_from, write_rest) -> No
         write_rest(tmp)
     except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
-        raise io_error(tmp, e) from None
+        raise io_error(getattr(e, "filename", None) or tmp, e) from None
 
 
 def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, trainer_state: dict, tensors: dict | None,
