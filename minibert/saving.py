@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from minibert.checkpoint import atomic_write, copy_tokenizer_files
@@ -27,6 +27,7 @@ from minibert.cli import UserError
 from minibert.files import io_error, to_json, write_json, write_text
 
 STATE_FILE = "training_state.pt"
+WEIGHTS_FILE = "model.safetensors"  # what save_pretrained writes
 TRAINER_STATE = "trainer_state.json"
 
 
@@ -121,6 +122,13 @@ def load_for_resume(output_dir: str | os.PathLike) -> tuple[Path, dict, dict, li
             raise UserError("the checkpoint holds no optimizer state (saved with --no-save-optimizer-state), so it "
                             "cannot be resumed", "--resume", str(ckpt),
                             f"start a new run from its weights with --model {ckpt}")
+        try:
+            with safe_open(ckpt / WEIGHTS_FILE, "pt"):
+                pass  # the header, and a file size that covers it: a truncated file fails here
+        except (SafetensorError, OSError) as e:
+            notes.append(f"{ckpt / WEIGHTS_FILE} is unreadable ({type(e).__name__}: {e})")
+            first_error = first_error or notes[-1]
+            continue
         try:
             tensors = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
         except Exception as e:  # a truncated or corrupt file fails in the zip reader or the unpickler

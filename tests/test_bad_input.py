@@ -337,6 +337,20 @@ def test_a_bad_start_in_a_run_folder_changes_no_byte(world, finished_cola, tmp_p
     assert snapshot(out) == before
 
 
+
+def test_resume_past_damaged_weights_falls_back_saying_so(world, finished_cola, tmp_path):  # noqa: F811
+    """The latest checkpoint's model.safetensors cut short: --resume continues from the one before, and the log
+    names the damaged file."""
+    data, finished = finished_cola
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    weights = out / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    m = train_cola.main(cola_args(world.bert, data, out) + ["--resume", "--max-steps", "4"])
+    log = (out / "train.log").read_text()
+    assert m["steps"] == 4 and f"{weights} is unreadable" in log
+    assert f"resuming from {out / 'checkpoint-2'} at step 2" in log
+
 # ----------------------------------------------------------------------------- library calls
 
 @pytest.fixture(scope="module")
