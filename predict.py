@@ -282,6 +282,8 @@ def paraphrase_sources(model, tok, rows: list[dict], args, length: int, generati
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     task = TASKS[args.task]
+    if args.output and Path(args.output).is_dir():
+        raise UserError("a folder, not a file", "--output", args.output, "give the path of the JSONL file to write")
     device = pick_device(args.device)
     precision = resolve_precision(args.precision, device)
     folder = open_checkpoint(args, task)

@@ -256,6 +256,9 @@ SCRIPT_CASES = [  # (script, flags, exit status, what the error line must hold)
                                                                       "no_field.jsonl, line 2"]),
     ("predict", "cola --model {cls} --input {bad}/numbers.jsonl", 1, ["numbers.jsonl, line 1, column 'sentence'",
                                                                      "5"]),
+    ("predict", "cola --model {cls} --input {bad}/topics.txt --output {bad}", 1, ["--output", "a folder"]),
+    ("predict", "cola --model {cls} --input {bad}/topics.txt --format jsonl", 1, ["not valid JSON",
+                                                                                 "topics.txt, line 1"]),
     ("predict", "cola --model {cls} --input {bad}/topics.txt --max-length 9999", 1, ["--max-length", "9999"]),
     ("predict", "squad --model {cls} --input {bad}/no_context.jsonl --doc-stride 0", 2, ["--doc-stride", "'0'"]),
     ("predict", "paraphrase --model {bart} --input {bad}/topics.txt --top-p 0", 1, ["--top-p", "0"]),
@@ -350,6 +353,19 @@ def test_resume_past_damaged_weights_falls_back_saying_so(world, finished_cola, 
     log = (out / "train.log").read_text()
     assert m["steps"] == 4 and f"{weights} is unreadable" in log
     assert f"resuming from {out / 'checkpoint-2'} at step 2" in log
+
+
+def test_resume_with_other_pairs_changes_no_byte(world, tmp_path, capsys):
+    """train_paraphrase.py resumed on other training pairs: refused before the folder is touched."""
+    out = tmp_path / "out"
+    argv = [a.format(**vars(world), out=out) for a in BASE["para"].split()]
+    train_paraphrase.main(argv)
+    before = snapshot(out)
+    other = write(tmp_path / "other.csv", world.pairs.read_text().replace("number", "no."))
+    code, err = fails(train_paraphrase.main, argv + ["--resume", "--train-file", str(other)], capsys)
+    assert code == 1
+    one_clear_line(err, ["the training data (fingerprint)", str(out / "checkpoint")])
+    assert snapshot(out) == before
 
 # ----------------------------------------------------------------------------- library calls
 
