@@ -97,7 +97,8 @@ def read_state_dict(folder: Path) -> dict[str, Tensor]:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0] if str(e) else e!r})",
+            cause = str(e).splitlines()[0] if str(e) else repr(e)
+            raise UserError(f"{path} is not a readable PyTorch checkpoint ({cause})",
                             fix="repair or replace the checkpoint") from None
     raise FileNotFoundError(f"{folder} has no weights: expected {' or '.join(WEIGHT_FILES)}")
 

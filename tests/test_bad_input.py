@@ -265,7 +265,8 @@ SCRIPT_CASES = [  # (script, flags, exit status, what the error line must hold)
     ("predict", "paraphrase --model {bart} --input {bad}/topics.txt --num-beams 0", 1, ["--num-beams", "0"]),
     ("predict", "paraphrase --model {bart} --input {bad}/topics.txt --temperature nan --do-sample", 1,
      ["--temperature", "nan"]),
-    ("predict", "paraphrase --model {bart_beams} --input {bad}/topics.txt", 1, ["bart_beams/config.json", "num_beams", "0"]),
+    ("predict", "paraphrase --model {bart_beams} --input {bad}/topics.txt", 1,
+     ["bart_beams/config.json", "num_beams", "0"]),
     ("predict", "paraphrase --model {bart_start} --input {bad}/topics.txt", 1, ["decoder_start_token_id", "99999"]),
     ("predict", "cola --model {truncated_weights} --input {bad}/topics.txt", 1, ["truncated_weights",
                                                                                 "model.safetensors"]),
@@ -327,8 +328,8 @@ RUN_CASES = [  # (flags after a finished run's own, exit status, what the error 
 
 
 @pytest.mark.parametrize("flags,status,culprits", RUN_CASES, ids=[c[0] for c in RUN_CASES])
-def test_a_bad_start_in_a_run_folder_changes_no_byte(world, finished_cola, tmp_path, capsys, flags, status,  # noqa: F811
-                                                     culprits):
+def test_a_bad_start_in_a_run_folder_changes_no_byte(world, finished_cola, tmp_path, capsys,  # noqa: F811
+                                                     flags, status, culprits):
     data, finished = finished_cola
     out = tmp_path / "out"
     shutil.copytree(finished, out)
