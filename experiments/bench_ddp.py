@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         device = torch.device("cuda", torch.cuda.current_device())
     import transformers
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     one_process_group(device)
     backend = dist.get_backend()
     dtype = "bf16" if device.type == "cuda" else "fp32"
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     finally:
         dist.destroy_process_group()
 
-    print(f"# DistributedDataParallel in a {backend} process group of 1 on {bench.device_name(device)}; {dtype}; median of {args.repeats} steps after {args.warmup} warm-up, "
-          "the four variants interleaved")
+    print(f"# DistributedDataParallel in a {backend} process group of 1 on {bench.device_name(device)}; {dtype}; "
+          f"median of {args.repeats} steps after {args.warmup} warm-up, the four variants interleaved")
     head = f"{'workload':<14} {'model':<5} {'plain ms/step':>13} {'DDP ms/step':>11} {'DDP/plain':>9}  shape"
     print(head + "\n" + "-" * len(head))
     for r in rows:
