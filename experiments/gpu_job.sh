@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The quality and DDP rows that need a GPU, in priority order, fitted to a time budget:
-#   PART=1  tests       the CUDA tests (pytest tests/test_cuda.py test_lm_head_loss.py test_fused.py test_distributed.py)
+#   PART=1  tests       the CUDA tests (tests/test_cuda.py, test_lm_head_loss.py, test_fused.py, test_distributed.py)
 #           cola_seeds  CoLA, the tutorial protocol (train_cola.py's defaults), MiniLM, seeds 42..46 side by side on the
 #                       GPU, then experiments/seeds_summary.py: mean and std of the out-of-domain and in-domain MCC
 #           nccl        torchrun --standalone --nproc_per_node 1 train_cola.py --max-steps 50: the DDP path under nccl
@@ -46,7 +46,7 @@ set -uo pipefail
 : "${OUT:?set OUT to the folder for results.tar.gz and summary.txt}"
 PART=${PART:-all} BUDGET=${BUDGET:-540} BUNDLE=${BUNDLE:-.bundle} WORK=${WORK:-/tmp/gpu_job}
 case $PART in 1|2|all) ;; *) echo "PART must be 1, 2 or all, not $PART" >&2; exit 2 ;; esac
-[ -f "$BUNDLE/minilm/model.safetensors" ] || { echo "no MiniLM weights in BUNDLE=$BUNDLE (see the header)" >&2; exit 2; }
+[ -f "$BUNDLE/minilm/model.safetensors" ] || { echo "no MiniLM weights in BUNDLE=$BUNDLE (see above)" >&2; exit 2; }
 export PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 PY=$(command -v python || command -v python3)
 RES=$WORK/results DATA=$WORK/data M=$BUNDLE/minilm
