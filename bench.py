@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from data.cola import collate
 from minibart import BartForConditionalGeneration
 from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, qa_loss
+from minibert import distributed
 from minibert.checkpoint import atomic_write
 from minibert.training import batch_indices, make_optimizer, to_device
 
@@ -86,6 +87,7 @@ class Env:
     compile: bool    # torch.compile our model (HF stays eager, its default)
     cuda_graph: bool  # our generate replays its decoder step as a CUDA graph (its default on CUDA)
     sizes: Sizes
+    ddp: bool = False  # training workloads call both models through DistributedDataParallel (a process group exists)
 
     def autocast(self):
         if self.dtype == "bf16":
@@ -227,8 +229,12 @@ def random_ids(gen: torch.Generator, shape, vocab_size: int) -> torch.Tensor:
     return torch.randint(5, vocab_size, shape, generator=gen)
 
 
-def compiled(model, env: Env):
-    return torch.compile(model) if env.compile else model
+def wrapped(model, env: Env, ours: bool = True):
+    """The model as a training step calls it: in DistributedDataParallel with env.ddp (as fit wraps it under
+    torchrun), then torch.compile'd with env.compile (ours only: HF stays eager, its default)."""
+    if env.ddp:
+        model = distributed.wrap(model, env.device)
+    return torch.compile(model) if env.compile and ours else model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,11 +270,11 @@ def bert_qa_train(env: Env) -> Case:
         return max(max_abs_diff(s, out.start_logits), max_abs_diff(e, out.end_logits))
 
     check = eval_check(ours, hf, env, diff)
-    ours_c = compiled(ours, env)
+    ours_c, hf_c = wrapped(ours, env), wrapped(hf, env, ours=False)
     return Case("bert_qa_train", f"{bert_shape(env)}, {B}x{L}", "samples/s", B,
                 train_step(ours, env, lambda: qa_loss(*ours_c(ids, None, types), start, end)),
-                train_step(hf, env, lambda: hf(input_ids=ids, attention_mask=ones, token_type_ids=types,
-                                               start_positions=start, end_positions=end).loss),
+                train_step(hf, env, lambda: hf_c(input_ids=ids, attention_mask=ones, token_type_ids=types,
+                                                 start_positions=start, end_positions=end).loss),
                 check, "fwd+bwd+clip+AdamW on full-length features: ours gets attention_mask=None (as "
                        "data/squad.py collates an unpadded batch), HF a mask of ones")
 
@@ -303,7 +309,7 @@ def cola_train(env: Env) -> Case:
     ids, mask = hf_batches[0]["input_ids"], hf_batches[0]["attention_mask"]
     check = eval_check(ours, hf, env, lambda: max_abs_diff(ours(ids, mask),
                                                            hf(input_ids=ids, attention_mask=mask).logits))
-    ours_c = compiled(ours, env)
+    ours_c, hf_c = wrapped(ours, env), wrapped(hf, env, ours=False)
 
     def epoch(model, batches, loss):
         steps = [train_step(model, env, lambda b=b: loss(b)) for b in batches]
@@ -313,7 +319,7 @@ def cola_train(env: Env) -> Case:
     return Case("cola_train", f"{bert_shape(env)}, {n_batches} batches of {B}", "samples/s", n,
                 epoch(ours, ours_batches, lambda b: F.cross_entropy(ours_c(b["input_ids"], b["attention_mask"]),
                                                                     b["labels"])),
-                epoch(hf, hf_batches, lambda b: hf(**b).loss), check,
+                epoch(hf, hf_batches, lambda b: hf_c(**b).loss), check,
                 f"{sum(map(len, sents)) / n:.1f} tokens per sentence; ours pads each batch to its longest "
                 f"(mean width {width:.1f}), HF pads to 64")
 
@@ -329,7 +335,7 @@ def bert_infer(env: Env) -> Case:
     check = eval_check(ours, hf, env, lambda: max_abs_diff(ours(ids, mask),
                                                            hf(input_ids=ids, attention_mask=mask).logits))
     ours.eval(), hf.eval()
-    ours_c = compiled(ours, env)
+    ours_c = torch.compile(ours) if env.compile else ours
     return Case("bert_infer", f"{bert_shape(env)}, {B}x{L} padded", "samples/s", B,
                 no_grad(env, lambda: ours_c(ids, mask)), no_grad(env, lambda: hf(input_ids=ids, attention_mask=mask)),
                 check, f"classification logits in inference mode; real lengths uniform in {L // 4}..{L}")
@@ -360,10 +366,10 @@ def bart_train(env: Env) -> Case:
     src, labels, ones = to_device([src, labels, ones], env.device)
     check = eval_check(ours, hf, env, lambda: max_abs_diff(
         ours(src, labels=labels), hf(input_ids=src, attention_mask=ones, labels=labels).logits))
-    ours_c = compiled(ours, env)
+    ours_c, hf_c = wrapped(ours, env), wrapped(hf, env, ours=False)
     return Case("bart_train", f"{bart_shape(env)}, {B}x{S}->{T}", "samples/s", B,
                 train_step(ours, env, lambda: ours_c(src, labels=labels, return_loss=True)),
-                train_step(hf, env, lambda: hf(input_ids=src, attention_mask=ones, labels=labels).loss),
+                train_step(hf, env, lambda: hf_c(input_ids=src, attention_mask=ones, labels=labels).loss),
                 check, "fwd+bwd+clip+AdamW, teacher forcing; nothing padded: ours gets no mask, HF a mask of ones")
 
 

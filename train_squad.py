@@ -254,8 +254,9 @@ def main(argv=None) -> dict:
         return result
     epoch_s = sum(h["epoch_time_s"] for h in result["history"])
     features_per_s = sum(h["examples_per_s"] * h["epoch_time_s"] for h in result["history"]) / max(epoch_s, 1e-9)
-    log.print(f" global_step = {result['step']}, average loss = {result['history'][-1]['train_loss']:.4f}, "
-              f"{features_per_s:.1f} features/s")
+    # no history: a run resumed at or past --max-steps from a mid-epoch checkpoint trained nothing (it evaluates)
+    loss = f", average loss = {result['history'][-1]['train_loss']:.4f}" if result["history"] else ""
+    log.print(f" global_step = {result['step']}{loss}, {features_per_s:.1f} features/s")
 
     evaluated = best_or_last(result)
     log.print("***** Running evaluation *****")

@@ -8,6 +8,7 @@ here is a cheap no-op, so the single-process path pays nothing.
     local_rank() -> int | None                             this process's index on its machine (torchrun)
     init_distributed(device)                               join torchrun's process group, if any
     rank(); world_size(); is_main_process()                rank 0 alone writes files and prints
+    backend() -> str | None                                "nccl" or "gloo" when distributed
     all_reduce(tensor, op="sum") -> tensor                 in place, on every rank
     broadcast_object(obj) -> obj                           rank 0's object on every rank
     gather_objects(obj) -> list | None                     every rank's object, on rank 0
@@ -46,6 +47,10 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def backend() -> str | None:
+    return dist.get_backend() if dist.is_initialized() else None
 
 
 def is_main_process() -> bool:

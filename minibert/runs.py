@@ -27,7 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from minibert.cli import UserError
-from minibert.distributed import broadcast_object, init_distributed, is_main_process, local_rank, world_size
+from minibert.distributed import (backend, broadcast_object, init_distributed, is_main_process, local_rank,
+                                  world_size)
 from minibert.files import io_error, to_json, write_json
 from minibert.options import TrainConfig
 from minibert.reporting import require_tensorboard
@@ -242,7 +243,8 @@ def run_info(args: argparse.Namespace, device: torch.device, argv: list[str] | N
     defaults included), processes, hardware and library versions."""
     info = {"command": " ".join(shlex.quote(a) for a in ["python", *(sys.argv if argv is None else argv)]),
             "settings": {k: v for k, v in vars(args).items() if k != "debug"},
-            "world_size": world_size(), "device": str(device), "cpu": platform.processor() or platform.machine(),
+            "world_size": world_size(), "backend": backend(), "device": str(device),
+            "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
     if device.type == "cuda":

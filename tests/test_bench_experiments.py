@@ -3,8 +3,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
-from experiments import bench_beam_variants, bench_memory, bench_profile
+from experiments import bench_beam_variants, bench_ddp, bench_memory, bench_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +33,12 @@ def test_bench_beam_variants_keep_the_tokens(capsys):
 
 def test_gpu_bench_script_parses():
     subprocess.run(["bash", "-n", str(ROOT / "experiments" / "gpu_bench.sh")], check=True)
+
+
+def test_bench_ddp_times_both_models_with_and_without_ddp(capsys):
+    rows = bench_ddp.main(["--quick", "--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0"])
+    assert [(r["workload"], r["model"], r["backend"]) for r in rows] == [("bert_qa_train", "ours", "gloo"),
+                                                                         ("bert_qa_train", "HF", "gloo")]
+    assert all(r["plain_ms"] > 0 and r["ddp_ms"] > 0 for r in rows)
+    assert "DDP ms/step" in capsys.readouterr().out
+    assert not torch.distributed.is_initialized()  # the one-process group is gone again

@@ -2,6 +2,7 @@
 JSONL files, the held-out validation split, and start-up errors that write nothing."""
 import json
 import re
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -105,6 +106,26 @@ def test_keep_best_evaluates_the_best_validation_step(tmp_path, tiny_bert_dir):
     last = answer(BertForQuestionAnswering.from_pretrained(out / "checkpoint"), load_tokenizer(out / "checkpoint"),
                   dev, batch_size=8, version_2=True, null_threshold=1000, max_seq_length=96, doc_stride=48)
     assert [a.null_odds for a in last] != pytest.approx([odds[e.id] for e in dev], abs=1e-4)
+
+
+def test_resume_at_max_steps_evaluates_an_interrupted_runs_checkpoint(tmp_path, tiny_bert_dir):
+    """A run stopped in its first epoch (only its mid-epoch checkpoint left) is evaluated by --resume with a
+    --max-steps it has reached: nothing is trained, the dev metrics are the checkpoint's (experiments/gpu_job.sh
+    does this when its time runs out)."""
+    data = write_squad(tmp_path / "squad")
+    out = tmp_path / "out"
+    argv = tiny_run(tiny_bert_dir, out, "--data-dir", str(data), "--train-fraction", "1", "--save-every", "1",
+                    "--save-total-limit", "2", "--validation-questions", "0", "--max-eval-examples", "6")
+    train_squad.main(argv + ["--max-steps", "2"])
+    shutil.rmtree(out / "checkpoint")  # what an interruption after step 1 leaves: checkpoint-1, no epoch record
+    m = train_squad.main(argv + ["--resume", "--max-steps", "1"])
+    assert m["steps"] == 1 and m["epochs"] == [] and m["evaluated_model"] == "model after the last step (1)"
+    log = (out / "train.log").read_text()
+    assert f"resuming from {out / 'checkpoint-1'} at step 1" in log and " global_step = 1, 0.0 features/s" in log
+    dev = sample_questions(read_squad_file(data / "dev-v2.0.json"), 6 / 12, 42)
+    answers = answer(BertForQuestionAnswering.from_pretrained(out / "checkpoint-1"), load_tokenizer(tiny_bert_dir),
+                     dev, batch_size=8, version_2=True, null_threshold=0.0, max_seq_length=384, doc_stride=128)
+    assert {e.id: a.text for e, a in zip(dev, answers)} == json.loads((out / "predictions.json").read_text())
 
 
 def test_jsonl_files_train_as_the_official_json(tmp_path, tiny_bert_dir):
