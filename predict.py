@@ -204,9 +204,8 @@ def max_tokens(args, flag: str, config) -> int:
 
 
 def label_names(config, model: str) -> list[str]:
-    """Label i's name from config.json's id2label (HF's LABEL_i when it has none); unique, so that they key a dict."""
-    id2label = config.extra.get("id2label") or {}
-    names = [id2label.get(str(i), f"LABEL_{i}") for i in range(config.num_labels)]
+    """config.labels, checked to be unique strings, so that they key a dict."""
+    names = config.labels
     if not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
         raise UserError("id2label needs a distinct name for each label", f"--model {model}: config.json", names,
                         "give each label its own name")

@@ -123,6 +123,12 @@ class BertConfig:
         d = {k: v for k, v in asdict(self).items() if k not in ("extra", "num_labels", "attn_implementation")}
         d = {**self.extra, **d, "model_type": "bert", "hidden_act": "gelu",
              "position_embedding_type": "absolute"}
-        d["id2label"] = {str(i): d.get("id2label", {}).get(str(i), f"LABEL_{i}") for i in range(self.num_labels)}
-        d["label2id"] = {v: int(k) for k, v in d["id2label"].items()}
+        d["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
+        d["label2id"] = {name: i for i, name in enumerate(self.labels)}
         return d
+
+    @property
+    def labels(self) -> list:
+        """Label i's name: config.json's id2label[i], else HF's LABEL_i."""
+        id2label = self.extra.get("id2label") or {}
+        return [id2label.get(str(i), f"LABEL_{i}") for i in range(self.num_labels)]

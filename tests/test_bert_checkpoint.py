@@ -350,3 +350,12 @@ def test_num_labels_from_a_hand_written_config(hf_dir):
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "num_labels": 5}))  # no id2label: as HF, 5 labels
     assert BertForSequenceClassification.from_pretrained(hf_dir).classifier.out_features == 5
+    assert BertConfig.from_hf_dict({**config, "num_labels": 2}).labels == ["LABEL_0", "LABEL_1"]  # HF's names
+
+
+def test_label_names_round_trip_through_config_json(tmp_path):
+    config = BertConfig(**CONFIG, num_labels=3, extra={"id2label": {"0": "neg", "1": "neutral", "2": "pos"}})
+    assert config.labels == ["neg", "neutral", "pos"]
+    d = config.to_hf_dict()
+    assert d["label2id"] == {"neg": 0, "neutral": 1, "pos": 2}
+    assert BertConfig.from_hf_dict(d).labels == ["neg", "neutral", "pos"]
