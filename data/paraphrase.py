@@ -252,8 +252,8 @@ def collate(sources: list[list[int]], labels: list[list[int]], pad_id: int) -> d
 def paraphrase(model, tokenizer, texts: list[str], *, max_seq_length: int, batch_size: int,
                amp_dtype: torch.dtype | None = None, progress: bool = False, **generation) -> list[list[str]]:
     """Paraphrases of each text, in input order: num_return_sequences strings each (generation's
-    keywords go to model.generate, which defaults to the model config's), decoded without special tokens and cleaned by `clean_spaces`.
-    Texts are cut to max_seq_length tokens and batched by length on the model's device."""
+    keywords go to model.generate, which defaults to the model config's), decoded without special tokens and
+    cleaned by `clean_spaces`. Texts are cut to max_seq_length tokens and batched by length on the model's device."""
     ids = encode(tokenizer, texts, max_seq_length)
     out = [None] * len(ids)
     with evaluating(model, amp_dtype) as device:

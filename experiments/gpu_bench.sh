@@ -34,7 +34,8 @@ run() {
 run tests $((LIMIT * 60)) python -m pytest tests/test_cuda.py tests/test_lm_head_loss.py tests/test_fused.py -q
 run all $((LIMIT * 80)) python bench.py "${BENCH[@]}" --json "$D/all.json"
 if [ -z "${QUICK:-}" ]; then  # compiling on CPU takes minutes
-  run compiled 300 python bench.py "${BENCH[@]}" --workloads bert_qa_train,bart_train --compile --json "$D/compiled.json"
+  run compiled 300 python bench.py "${BENCH[@]}" --workloads bert_qa_train,bart_train --compile \
+    --json "$D/compiled.json"
 fi
 for w in bert_qa_train bart_train; do
   run "memory_$w" $((LIMIT * 30)) python -m experiments.bench_memory "$w" "${SHAPES[@]}"

@@ -192,8 +192,8 @@ def test_bart_tokenizer_matches_transformers(tmp_path, files):
     from minibert import load_tokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["The quick brown fox jumps over the lazy dog.", "Hello world! déjà vu, naïve café."] * 5,
-                            vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    texts = ["The quick brown fox jumps over the lazy dog.", "Hello world! déjà vu, naïve café."]
+    bpe.train_from_iterator(texts * 5, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.save_model(str(tmp_path))
     hf = transformers.BartTokenizer.from_pretrained(tmp_path)
     if files == "tokenizer.json":

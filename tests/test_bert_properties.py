@@ -61,7 +61,8 @@ def test_batch_invariance(seqs, impl):
 @st.composite
 def attention_inputs(draw):
     """q, k, v and a boolean mask, fully masked rows included: padding_mask(any attention_mask [B, Lk]), or any
-    pattern of any shape the API accepts, [B|1, H|1, Lq|1, Lk] (padding_mask's [B, 1, 1, Lk], full [B, 1, Lq, Lk], ...)."""
+    pattern of any shape the API accepts, [B|1, H|1, Lq|1, Lk] (padding_mask's [B, 1, 1, Lk], full [B, 1, Lq, Lk],
+    ...)."""
     B, H, Lq, Lk, D = (draw(st.integers(1, n)) for n in (3, 3, 6, 6, 5))
     from_attention_mask = draw(st.booleans())
     shape = (B, Lk) if from_attention_mask else tuple(draw(st.sampled_from([n, 1])) for n in (B, H, Lq)) + (Lk,)
@@ -121,7 +122,8 @@ def test_causal_mask_semantics(q_len, offset):
 @FAST
 @given(q_len=st.integers(1, 6), offset=st.integers(0, 4), cut=st.integers(0, 9), impl=st.sampled_from(IMPLS))
 def test_causal_attention_ignores_the_future(q_len, offset, cut, impl):
-    """With is_causal, changing keys and values at positions >= cut leaves every query that cannot see them unchanged."""
+    """With is_causal, changing keys and values at positions >= cut leaves every query that cannot see them
+    unchanged."""
     k_len = q_len + offset
     q, k, v = (torch.randn(2, 2, n, 4) for n in (q_len, k_len, k_len))
     k2, v2 = k.clone(), v.clone()

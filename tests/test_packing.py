@@ -1,4 +1,5 @@
-"""Skipping the padding (BertModel(..., skip_padding=True), minibert.attention.Packing) changes no output a head reads."""
+"""Skipping the padding (BertModel(..., skip_padding=True), minibert.attention.Packing) changes no output a head
+reads."""
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

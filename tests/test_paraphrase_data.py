@@ -177,8 +177,8 @@ def test_rescore_reads_generations_and_names_bad_lines(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = rescore(path, lowercase=True)
     assert result["eval"]["copy_rate"] == 0.5 and result["copy_baseline"]["copy_rate"] == 1.0
-    assert result["eval"] == paraphrase_metrics(["The cat sat.", "It rained today."], ["A cat sat.", "Today it rained."],
-                                                ["the cat sat.", "today it rained."], lowercase=True)
+    sources, references = ["The cat sat.", "It rained today."], ["A cat sat.", "Today it rained."]
+    assert result["eval"] == paraphrase_metrics(sources, references, ["the cat sat.", "today it rained."], lowercase=True)
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"source": "a", "reference": "b"}) + "\n")
     with pytest.raises(UserError, match=r"missing column 'paraphrase' \(.*generations.jsonl, line 2\)"):
         rescore(path)
