@@ -178,7 +178,8 @@ def test_rescore_reads_generations_and_names_bad_lines(tmp_path):
     result = rescore(path, lowercase=True)
     assert result["eval"]["copy_rate"] == 0.5 and result["copy_baseline"]["copy_rate"] == 1.0
     sources, references = ["The cat sat.", "It rained today."], ["A cat sat.", "Today it rained."]
-    assert result["eval"] == paraphrase_metrics(sources, references, ["the cat sat.", "today it rained."], lowercase=True)
+    outputs = ["the cat sat.", "today it rained."]
+    assert result["eval"] == paraphrase_metrics(sources, references, outputs, lowercase=True)
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"source": "a", "reference": "b"}) + "\n")
     with pytest.raises(UserError, match=r"missing column 'paraphrase' \(.*generations.jsonl, line 2\)"):
         rescore(path)
