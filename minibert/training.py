@@ -242,18 +242,21 @@ def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], list[list[i
                     and state.step < stop_at:
                 t = time.perf_counter()
                 _evaluate(evaluate, model, state, cfg, metric, higher_is_better, sums, log, board, ckpt, tokenizer_from)
-                epoch_t0 += time.perf_counter() - t  # evaluation time is not training time
+                paused = time.perf_counter() - t  # evaluation time is not training time
+                epoch_t0, window_t0 = epoch_t0 + paused, window_t0 + paused
             if cfg.save_every and state.step % cfg.save_every == 0 and not at_epoch_end \
                     and not _stop(state, stop_at, cfg):
                 t = time.perf_counter()
                 state.epoch_time_s, state.elapsed_s = t - epoch_t0, t - run_t0
                 ckpt = _save(out, cfg, model, optimizer, scheduler, scaler, state, sums, log, ckpt, tokenizer_from)
-                epoch_t0 += time.perf_counter() - t
+                paused = time.perf_counter() - t
+                epoch_t0, window_t0 = epoch_t0 + paused, window_t0 + paused
             if _stop(state, stop_at, cfg):
                 break
 
         # the epoch's end, or training's: a record, an evaluation, a checkpoint
-        state.epoch_time_s = time.perf_counter() - epoch_t0
+        epoch_end = time.perf_counter()
+        state.epoch_time_s = epoch_end - epoch_t0
         _collect(state, sums, cfg, log, ckpt)
         epoch_done = state.step_in_epoch == steps_per_epoch
         record = {"step": state.step, "epoch": state.epoch + 1, "partial": not epoch_done,
@@ -277,6 +280,7 @@ def fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], list[list[i
             state.epoch_examples = 0
         state.elapsed_s = time.perf_counter() - run_t0
         ckpt = _save(out, cfg, model, optimizer, scheduler, scaler, state, sums, log, ckpt, tokenizer_from)
+        window_t0 += time.perf_counter() - epoch_end  # the logged rate counts training time alone
     bar.close()
 
     stopped_early = state.step < stop_at

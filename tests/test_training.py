@@ -401,3 +401,29 @@ def test_tensorboard_and_curves(tmp_path, monkeypatch):
     train(tmp_path / "b")
     assert not (tmp_path / "b" / "curves.png").exists()
     assert "matplotlib is not installed: no curves.png" in (tmp_path / "b" / "train.log").read_text()
+
+
+def test_the_logged_rate_counts_training_time_alone(tmp_path, monkeypatch):
+    """On a clock that a training step moves by 1 and an evaluation by 1,000, every logged rate is a step's
+    8 examples per unit: evaluations (during and at the end of epochs) and checkpoints are not training time."""
+    from types import SimpleNamespace
+
+    import minibert.training
+    from fit_helpers import example_loss
+    clock = [0.0]
+    monkeypatch.setattr(minibert.training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def loss_fn(model, batch):
+        clock[0] += 1
+        return example_loss(model, batch)
+
+    def evaluate(model):
+        clock[0] += 1000
+        return {"score": 1.0}
+
+    _, res = train(tmp_path, n=24, batch_size=8, epochs=3, log_every=2, eval_every=1, loss_fn=loss_fn,
+                   evaluate=evaluate, metric="score")
+    rates = [json.loads(line)["examples_per_s"] for line in (tmp_path / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "step"]
+    assert len(rates) == 5 and rates == [8.0] * 5  # steps 2, 4, 6, 8 (across epoch ends), 9
+    assert [e["examples_per_s"] for e in res["history"]] == [8.0] * 3
