@@ -19,6 +19,7 @@ here is a cheap no-op, so the single-process path pays nothing.
 import atexit
 import contextlib
 import inspect
+import logging
 import os
 
 import torch
@@ -39,6 +40,8 @@ def init_distributed(device: torch.device) -> None:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     atexit.register(dist.destroy_process_group)
+    if dist.get_rank() != 0:  # rank 0 alone speaks: the others' warnings would repeat its own (errors still show)
+        logging.getLogger("minibert").setLevel(logging.ERROR)
 
 
 def rank() -> int:

@@ -138,3 +138,4 @@ def test_torchrun_train_cola(tmp_path, tiny_bert_dir):
     assert metrics["world_size"] == 2 and metrics["steps"] == 3
     assert step_losses(out) and len(step_losses(out)) == 3
     assert (out / "checkpoint" / "model.safetensors").exists() and (out / "curves.png").exists()
+    assert proc.stderr.count("freshly initialized") == 1  # the classifier's warning, from rank 0 alone
