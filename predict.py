@@ -189,9 +189,8 @@ def generation_settings(args, config) -> dict:
     try:
         settings = check_generation_args(config, **flags)
     except InvalidValue as e:
-        flag = "--" + e.name.replace("_", "-")
-        origin = "" if flags.get(e.name) is not None else f" from the generation config of {args.model}; pass {flag}"
-        raise UserError(f"argument {flag}: expected {e.valid}, got {e.value}{origin}") from None
+        origin = "" if flags.get(e.name) is not None else f" from the generation config of {args.model}; pass {e.flag}"
+        raise e.as_flag(origin) from None
     return {k: v for k, v in settings.items() if v is not None}
 
 

@@ -154,7 +154,7 @@ def check_generation_flags(args, config=None) -> None:
         try:
             check_generation_args(config, **kw)
         except InvalidValue as e:
-            raise UserError(f"argument --{e.name.replace('_', '-')}: expected {e.valid}, got {e.value}") from None
+            raise e.as_flag() from None
 
 
 # ----------------------------------------------------------------------------- data

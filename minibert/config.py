@@ -37,6 +37,14 @@ class InvalidValue(UserError):
         self.name, self.value, self.valid = name, value, valid
         super().__init__(what, where, value, f"use {valid}")
 
+    def as_flag(self, note: str = "") -> UserError:
+        """The same mistake told as that of the command-line flag of the name: "argument --top-p: expected ..."."""
+        return UserError(f"argument {self.flag}: expected {self.valid}, got {self.value}{note}")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
 
 def has_type(value, annotation) -> bool:
     """isinstance against an annotation such as `int`, `float | None` or `bool | str`; a bool is no number
@@ -123,8 +131,9 @@ class BertConfig:
         d = {k: v for k, v in asdict(self).items() if k not in ("extra", "num_labels", "attn_implementation")}
         d = {**self.extra, **d, "model_type": "bert", "hidden_act": "gelu",
              "position_embedding_type": "absolute"}
-        d["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
-        d["label2id"] = {name: i for i, name in enumerate(self.labels)}
+        labels = self.labels
+        d["id2label"] = {str(i): name for i, name in enumerate(labels)}
+        d["label2id"] = {name: i for i, name in enumerate(labels)}
         return d
 
     @property
