@@ -41,6 +41,7 @@ from data.classification import classify
 from data.files import decode_text, read_table, string_field
 from data.paraphrase import paraphrase
 from data.squad import SquadExample, answer
+from data.tokens import count_cut
 from minibart import BartForConditionalGeneration
 from minibart.generation import check_generation_args
 from minibert import BertForQuestionAnswering, BertForSequenceClassification, load_tokenizer, resolve
@@ -246,7 +247,7 @@ def note(message: str) -> None:
 
 
 def note_cut(tokenizer, texts: list[str], max_length: int, flag: str) -> None:
-    cut = sum(len(e.ids) > max_length for e in tokenizer.encode_batch(texts))
+    cut = count_cut(tokenizer, texts, max_length)
     if cut:
         note(f"{cut} of {len(texts)} inputs are longer than {flag} {max_length} tokens and were cut to it")
 

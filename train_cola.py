@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from data.classification import classification_metrics, classify, label_names, read_labeled
 from data.cola import FILES, N_IN_DOMAIN_DEV, collate, load_hub, load_raw, train_val_split
-from data.tokens import encode
+from data.tokens import count_cut, encode
 from minibert import BertForSequenceClassification, load_tokenizer, resolve
 from minibert.cli import ArgumentParser, UserError, run
 from minibert.runtime import amp_dtype
@@ -170,11 +170,6 @@ def load_model(args, labels: list[str]) -> BertForSequenceClassification:
     return model
 
 
-def truncated(tokenizer, texts: list[str], max_length: int) -> int:
-    """How many texts have more than max_length tokens ([CLS] and [SEP] included): `encode` cuts them."""
-    return sum(len(e.ids) > max_length for e in tokenizer.encode_batch(texts))
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate(model, tokenizer, split: Split, num_labels: int, args, dtype) -> tuple[dict, torch.Tensor]:
@@ -223,7 +218,7 @@ def main(argv=None) -> dict:
                         "vocabulary has [PAD]")
     model = load_model(args, data.labels).to(device)
     train_ids = encode(tok, data.train.texts, args.max_length)
-    cut = {s.name: truncated(tok, s.texts, args.max_length) for s in splits}
+    cut = {s.name: count_cut(tok, s.texts, args.max_length) for s in splits}
     data_fingerprint = fingerprint(train_ids, data.train.labels)
     log = start_run(cfg, fingerprints={".": data_fingerprint})
 

@@ -15,6 +15,11 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return [truncate(e.ids, max_length) for e in tokenizer.encode_batch(texts)]
 
 
+def count_cut(tokenizer, texts: list[str], max_length: int) -> int:
+    """How many of the texts have more than max_length tokens, special tokens included: those `encode` cuts."""
+    return sum(len(e.ids) > max_length for e in tokenizer.encode_batch(texts))
+
+
 def truncate(ids: list[int], max_length: int) -> list[int]:
     """Token ids cut to max_length, keeping the final (end) token."""
     return ids if len(ids) <= max_length else ids[:max_length - 1] + ids[-1:]
