@@ -34,7 +34,7 @@ from data.classification import classification_metrics, classify, label_names, r
 from data.cola import FILES, N_IN_DOMAIN_DEV, collate, load_hub, load_raw, train_val_split
 from data.tokens import count_cut, encode
 from minibert import BertForSequenceClassification, load_tokenizer, resolve
-from minibert.cli import ArgumentParser, UserError, run
+from minibert.cli import ArgumentParser, UserError, check_files, run
 from minibert.runtime import amp_dtype
 from minibert.training import (add_training_args, batch_indices, best_or_last, finish_run, fingerprint, fit,
                                is_main_process, prepare_run, run_info, start_run, write_text)
@@ -120,10 +120,8 @@ def load_cola(args) -> Data:
 def load_files(args) -> Data:
     """The user's files: the label set is that of --train-file; a label of the validation or test file
     outside it is an error naming the file and line."""
-    for flag in ("train_file", "validation_file", "test_file"):
-        path = getattr(args, flag)
-        if path is not None and not Path(path).is_file():
-            raise UserError("no such file", f"--{flag.replace('_', '-')}", path, "check the path")
+    check_files([("--train-file", args.train_file), ("--validation-file", args.validation_file),
+                 ("--test-file", args.test_file)])
     columns = args.text_column, args.label_column
     rows = read_labeled(args.train_file, *columns)
     names = label_names(rows)

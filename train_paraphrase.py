@@ -29,7 +29,6 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ from data.tokens import encode, truncate
 from minibart import BartForConditionalGeneration
 from minibart.generation import check_generation_args
 from minibert.checkpoint import load_tokenizer, read_config, resolve
-from minibert.cli import ArgumentParser, UserError, run
+from minibert.cli import ArgumentParser, UserError, check_files, run
 from minibert.config import InvalidValue
 from minibert.runtime import amp_dtype
 from minibert.training import (RunLog, TrainConfig, add_training_args, batch_indices, best_or_last, finish_run,
@@ -167,13 +166,6 @@ class Pairs:
     source: str  # where they came from, in words
     counts: str  # how the training pairs were filtered, in words
 
-
-def check_files(args) -> None:
-    """Every file flag names a file."""
-    for flag, path in [("--train-file", args.train_file), ("--validation-file", args.validation_file),
-                       ("--test-file", args.test_file), *(("--denoise-text", f) for f in args.denoise_text)]:
-        if path and not Path(path).is_file():
-            raise UserError("no such file", flag, path, "check the path")
 
 
 def read_test(args) -> tuple[list[Pair], str]:
@@ -418,7 +410,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg, device, t0 = prepare_run(args, subruns=["denoise"])
 
-    check_files(args)
+    check_files([("--train-file", args.train_file), ("--validation-file", args.validation_file),
+                 ("--test-file", args.test_file), *(("--denoise-text", f) for f in args.denoise_text)])
     pairs = load_pairs(args)
     needs_validation = [flag for flag, value in [("--keep-best", args.keep_best), ("--eval-every", args.eval_every),
                                                  ("--early-stopping-patience", args.early_stopping_patience)] if value]

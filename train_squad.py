@@ -30,7 +30,7 @@ from data.squad import (Answer, SquadExample, SquadFeature, collate, featurize, 
                         sample_questions, select_answers, span_logits)
 from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
-from minibert.cli import ArgumentParser, UserError, run
+from minibert.cli import ArgumentParser, UserError, check_files, run
 from minibert.options import number
 from minibert.runtime import amp_dtype
 from minibert.training import (add_training_args, batch_indices, best_or_last, finish_run, fingerprint, fit,
@@ -85,8 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_split(args, split: str) -> tuple[list[SquadExample], str]:
     """-> (examples, where they came from) for split "train" or "dev"."""
     flag, path = f"--{split}-file", getattr(args, f"{split}_file")
-    if path is not None and not Path(path).is_file():
-        raise UserError("no such file", flag, path, "give a SQuAD file (.json or .jsonl)")
+    check_files([(flag, path)], "give a SQuAD file (.json or .jsonl)")
     if path is None and args.data_dir:
         path = Path(args.data_dir) / FILES[args.version][split == "dev"]
         if not path.is_file():

@@ -11,7 +11,8 @@ its traceback.
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -46,6 +47,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def check_files(paths: Iterable[tuple[str, str | None]], fix: str = "check the path") -> None:
+    """Each (flag, path) whose path is given names a file, else a UserError naming the flag."""
+    for flag, path in paths:
+        if path is not None and not Path(path).is_file():
+            raise UserError("no such file", flag, path, fix)
 
 
 def _end_progress_bars() -> None:
