@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random checkpoints in Hugging Face layout, built once per session."""
+"""Shared fixtures: tiny random checkpoints in Hugging Face layout, built once per test run."""
 import os
 from pathlib import Path
 
