@@ -36,11 +36,16 @@ import torch.nn.functional as F
 
 from data.cola import collate
 from minibart import BartForConditionalGeneration
-from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, qa_loss
-from minibert import distributed
-from minibert.checkpoint import atomic_write
-from minibert.training import batch_indices, make_optimizer, to_device
-
+from minibert import (
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    qa_loss,
+)
+from minicore.files import atomic_write
+from minitrain import distributed
+from minitrain.batching import batch_indices, to_device
+from minitrain.optim import make_optimizer
 
 # ---------------------------------------------------------------------------------------------
 # Shapes
@@ -181,7 +186,7 @@ def measure(case: Case, env: Env, repeats: int, warmup: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def train_step(model: torch.nn.Module, env: Env, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    """One optimizer step as minibert.training.fit takes it: loss under autocast, backward, clip to
+    """One optimizer step as minitrain.training.fit takes it: loss under autocast, backward, clip to
     norm 1, the trainer's AdamW (fused; no decay on biases and LayerNorms: also HF Trainer's
     default, adamw_torch_fused), zero the gradients. The same for both models."""
     opt = make_optimizer(model, lr=1e-5, weight_decay=0.01, device=env.device)
@@ -457,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # as minibert.training.fit; matters for fp32 only
+        torch.backends.cuda.matmul.allow_tf32 = True  # as minitrain.training.fit; matters for fp32 only
         torch.backends.cudnn.allow_tf32 = True
 
     import transformers

@@ -37,20 +37,33 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from data.classification import classify
 from data.files import decode_text, read_table, string_field
-from data.paraphrase import paraphrase
-from data.squad import SquadExample, answer
+from data.squad import SquadExample
 from data.tokens import count_cut
 from minibart import BartForConditionalGeneration
 from minibart.generation import check_generation_args
-from minibert import BertForQuestionAnswering, BertForSequenceClassification, load_tokenizer, resolve
-from minibert.checkpoint import read_config
-from minibert.cli import ArgumentParser, UserError, run
-from minibert.config import InvalidValue
-from minibert.files import to_json, write_text
-from minibert.options import number
-from minibert.runtime import PRECISIONS, amp_dtype, pick_device, resolve_precision, set_seed
+from minibert import (
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    load_tokenizer,
+    resolve,
+)
+from minicore.checkpoint import read_config
+from minicore.errors import UserError
+from minicore.files import to_json, write_text
+from minicore.runtime import (
+    PRECISIONS,
+    amp_dtype,
+    pick_device,
+    resolve_precision,
+    set_seed,
+)
+from minicore.validation import InvalidValue
+from minitasks.classification import classify
+from minitasks.paraphrasing import paraphrase
+from minitasks.question_answering import answer
+from minitrain.cli import ArgumentParser, run
+from minitrain.options import number
 
 MAX_QUERY_LENGTH = 64  # question tokens kept, as in training (data.squad.featurize)
 GENERATION_FLAGS = ("num_beams", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "max_length", "do_sample",

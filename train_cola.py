@@ -30,14 +30,28 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from data.classification import classification_metrics, classify, label_names, read_labeled
-from data.cola import FILES, N_IN_DOMAIN_DEV, collate, load_hub, load_raw, train_val_split
+from data.classification import classification_metrics, label_names, read_labeled
+from data.cola import (
+    FILES,
+    N_IN_DOMAIN_DEV,
+    collate,
+    load_hub,
+    load_raw,
+    train_val_split,
+)
 from data.tokens import count_cut, encode
 from minibert import BertForSequenceClassification, load_tokenizer, resolve
-from minibert.cli import ArgumentParser, UserError, check_files, run
-from minibert.runtime import amp_dtype
-from minibert.training import (add_training_args, batch_indices, best_or_last, finish_run, fingerprint, fit,
-                               is_main_process, prepare_run, run_info, start_run, write_text)
+from minicore.errors import UserError
+from minicore.files import write_text
+from minicore.runtime import amp_dtype
+from minitasks.classification import classify
+from minitrain.batching import batch_indices
+from minitrain.cli import ArgumentParser, check_files, run
+from minitrain.distributed import is_main_process
+from minitrain.options import add_training_args
+from minitrain.runs import finish_run, prepare_run, run_info, start_run
+from minitrain.saving import fingerprint
+from minitrain.training import best_or_last, fit
 
 COLA_LABELS = ["unacceptable", "acceptable"]  # CoLA's labels 0 and 1, named as GLUE names them
 VALIDATION_FRACTION = 0.1  # the tutorial's 90/10 split

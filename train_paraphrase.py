@@ -33,20 +33,40 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.inference import evaluating, sorted_batches
 from data.noising import bart_noise, word_start_table
-from data.paraphrase import (Pair, collate, dedupe, drop_near_copies, first_non_copy, load_hub, load_local, normalize,
-                             paraphrase, paraphrase_metrics, read_pairs, split_heldout, to_labels, unlabeled_text)
+from data.paraphrase import (
+    Pair,
+    collate,
+    dedupe,
+    drop_near_copies,
+    first_non_copy,
+    load_hub,
+    load_local,
+    normalize,
+    paraphrase_metrics,
+    read_pairs,
+    split_heldout,
+    to_labels,
+    unlabeled_text,
+)
 from data.tokens import encode, truncate
 from minibart import BartForConditionalGeneration
 from minibart.generation import check_generation_args
-from minibert.checkpoint import load_tokenizer, read_config, resolve
-from minibert.cli import ArgumentParser, UserError, check_files, run
-from minibert.config import InvalidValue
-from minibert.runtime import amp_dtype
-from minibert.training import (RunLog, TrainConfig, add_training_args, batch_indices, best_or_last, finish_run,
-                               fingerprint, fit, is_main_process, last_checkpoint, prepare_run, run_info, start_run,
-                               to_device, write_text)
+from minicore.checkpoint import read_config, resolve
+from minicore.errors import UserError
+from minicore.files import write_text
+from minicore.runtime import amp_dtype
+from minicore.tokenizer import load_tokenizer
+from minicore.validation import InvalidValue
+from minitasks.batching import evaluating, sorted_batches
+from minitasks.paraphrasing import paraphrase
+from minitrain.batching import batch_indices, to_device
+from minitrain.cli import ArgumentParser, check_files, run
+from minitrain.distributed import is_main_process
+from minitrain.options import TrainConfig, add_training_args
+from minitrain.runs import RunLog, finish_run, prepare_run, run_info, start_run
+from minitrain.saving import fingerprint, last_checkpoint
+from minitrain.training import best_or_last, fit
 
 VALIDATION_SHARE, MAX_VALIDATION = 0.05, 200  # --validation-pairs when not given: 5% of the pairs, at most 200
 

@@ -26,16 +26,30 @@ import re
 import time
 from pathlib import Path
 
-from data.squad import (Answer, SquadExample, SquadFeature, collate, featurize, load_squad_hub, read_squad_file,
-                        sample_questions, select_answers, span_logits)
+from data.squad import (
+    Answer,
+    SquadExample,
+    SquadFeature,
+    collate,
+    featurize,
+    load_squad_hub,
+    read_squad_file,
+    sample_questions,
+    select_answers,
+)
 from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
-from minibert.cli import ArgumentParser, UserError, check_files, run
-from minibert.options import number
-from minibert.runtime import amp_dtype
-from minibert.training import (add_training_args, batch_indices, best_or_last, finish_run, fingerprint, fit,
-                               is_main_process, prepare_run, run_info, start_run, world_size, write_json,
-                               write_text)
+from minicore.errors import UserError
+from minicore.files import write_json, write_text
+from minicore.runtime import amp_dtype
+from minitasks.question_answering import span_logits
+from minitrain.batching import batch_indices
+from minitrain.cli import ArgumentParser, check_files, run
+from minitrain.distributed import is_main_process, world_size
+from minitrain.options import add_training_args, number
+from minitrain.runs import finish_run, prepare_run, run_info, start_run
+from minitrain.saving import fingerprint
+from minitrain.training import best_or_last, fit
 
 EVAL_BATCH_SIZE = 64
 N_BEST_SIZE = 20  # candidate starts and ends per window (run_squad.py)

@@ -18,7 +18,7 @@ import torch
 from data.files import read_text, where
 from data.hub import load_hub_dataset
 from data.tokens import pad_batch
-from minibert.cli import UserError
+from minicore.errors import UserError
 
 FILES = {"train": "in_domain_train.tsv", "in_domain_dev": "in_domain_dev.tsv",
          "out_of_domain_dev": "out_of_domain_dev.tsv"}

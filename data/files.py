@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from minibert.cli import UserError
+from minicore.errors import UserError
 
 KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 

@@ -10,7 +10,7 @@ import ssl
 import urllib.error
 import urllib.request
 
-from minibert.cli import UserError
+from minicore.errors import UserError
 
 
 def hub_endpoint() -> str:

@@ -7,22 +7,18 @@ Follows T. Rajapakse, "BART for Paraphrasing with Simple Transformers" (2020): p
 MSRP (Quality == 1), PAWS (label == 1) and Quora Question Pairs (is_duplicate == 1), with the
 tokenization spaces of the PTB-style files removed.
 """
-import argparse
 import csv
-import json
 import random
 import re
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 import sacrebleu
-import torch
 
 from data.files import read_json, read_table, string_field, where
 from data.hub import load_hub_dataset
-from data.inference import evaluating, sorted_batches
-from data.tokens import encode, pad_batch
-from minibert.cli import UserError
+from data.tokens import pad_batch
+from minicore.errors import UserError
 
 
 class Pair(NamedTuple):
@@ -249,23 +245,6 @@ def collate(sources: list[list[int]], labels: list[list[int]], pad_id: int) -> d
 
 # ----------------------------------------------------------------------------- generation
 
-def paraphrase(model, tokenizer, texts: list[str], *, max_seq_length: int, batch_size: int,
-               amp_dtype: torch.dtype | None = None, progress: bool = False, **generation) -> list[list[str]]:
-    """Paraphrases of each text, in input order: num_return_sequences strings each (generation's
-    keywords go to model.generate, which defaults to the model config's), decoded without special tokens and
-    cleaned by `clean_spaces`. Texts are cut to max_seq_length tokens and batched by length on the model's device."""
-    ids = encode(tokenizer, texts, max_seq_length)
-    out = [None] * len(ids)
-    with evaluating(model, amp_dtype) as device:
-        for idx in sorted_batches([len(x) for x in ids], batch_size, "Generating" if progress else None):
-            input_ids, mask = pad_batch([ids[i] for i in idx], model.config.pad_token_id)
-            gen = model.generate(input_ids.to(device), None if mask is None else mask.to(device), **generation)
-            decoded = [clean_spaces(t) for t in tokenizer.decode_batch(gen.tolist(), skip_special_tokens=True)]
-            n = len(decoded) // len(idx)  # num_return_sequences, also when the model config sets it
-            for j, i in enumerate(idx):
-                out[i] = decoded[j * n:(j + 1) * n]
-    return out
-
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -316,19 +295,3 @@ def rescore(path, field: str = "paraphrase", lowercase: bool = False) -> dict:
     return {"generations": str(path), "field": field, "bleu_lowercase": lowercase,
             "eval": paraphrase_metrics(src, ref, out, lowercase),
             "copy_baseline": paraphrase_metrics(src, ref, src, lowercase)}
-
-
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description="Score a generations.jsonl of train_paraphrase.py again "
-                                            "(e.g. after a change to the clean-up or the metrics).")
-    p.add_argument("generations", help="a generations.jsonl")
-    p.add_argument("--field", default="paraphrase", help="the generated text to score")
-    p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU (an uncased model)")
-    args = p.parse_args(argv)
-    result = rescore(args.generations, args.field, args.lowercase)
-    print(json.dumps(result, indent=2))
-    return result
-
-
-if __name__ == "__main__":
-    main()

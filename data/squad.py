@@ -16,9 +16,8 @@ import torch
 
 from data.files import read_json, read_table, string_field, where
 from data.hub import load_hub_dataset
-from data.inference import evaluating, sorted_batches
 from data.tokens import pad_batch
-from minibert.cli import UserError
+from minicore.errors import UserError
 
 
 @dataclass
@@ -186,7 +185,7 @@ def featurize(examples: list[SquadExample], tokenizer, max_seq_length: int = 384
                             "the defaults are max_seq_length 384, doc_stride 128, max_query_length 64")
     if tokenizer.truncation is not None or tokenizer.padding is not None:
         raise ValueError("featurize: the tokenizer must have truncation and padding off "
-                         "(use minibert.checkpoint.load_tokenizer)")
+                         "(use minicore.tokenizer.load_tokenizer)")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
         raise UserError("the tokenizer has no [CLS] or [SEP] token", "tokenizer",
@@ -233,6 +232,7 @@ def collate(features: list[SquadFeature], pad_id: int = 0) -> dict:
 
 # ----------------------------------------------------------------------------- answering
 
+
 @dataclass
 class Answer:
     """The answer to one question; context[start:end] == text."""
@@ -241,35 +241,6 @@ class Answer:
     start: int  # character offsets of the span in the context; 0, 0 for no answer
     end: int
     null_odds: float  # null score - best span score: what the official evaluate-v2.0.py reads as --na-prob-file
-
-
-def answer(model, tokenizer, examples: list[SquadExample], *, batch_size: int, version_2: bool, null_threshold: float,
-           max_seq_length: int = 384, doc_stride: int = 128, max_query_length: int = 64, n_best_size: int = 20,
-           max_answer_length: int = 30, amp_dtype: torch.dtype | None = None, progress: bool = False) -> list[Answer]:
-    """One Answer per example, in order: the context cut into windows (`featurize`), the start and
-    end logits of every window (`span_logits`), and the best span over the windows (`select_answers`).
-    The examples' gold answers are not used: new questions are SquadExample(id, question, context,
-    [], [], True)."""
-    features = featurize(examples, tokenizer, max_seq_length, doc_stride, max_query_length)
-    starts, ends = span_logits(model, features, batch_size=batch_size, amp_dtype=amp_dtype, progress=progress)
-    return select_answers(examples, features, starts, ends, version_2=version_2, n_best_size=n_best_size,
-                          max_answer_length=max_answer_length, null_threshold=null_threshold)
-
-
-def span_logits(model, features: list[SquadFeature], *, batch_size: int, amp_dtype: torch.dtype | None = None,
-                progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start and end logits (float32 arrays [L]) of every feature, in order, from batches of similar
-    length run on the model's device."""
-    starts, ends = [None] * len(features), [None] * len(features)
-    with evaluating(model, amp_dtype) as device:
-        for idx in sorted_batches([len(f.input_ids) for f in features], batch_size, "Answering" if progress else None):
-            b = collate([features[i] for i in idx], model.config.pad_token_id)
-            mask = None if b["attention_mask"] is None else b["attention_mask"].to(device)
-            s, e = model(b["input_ids"].to(device), mask, b["token_type_ids"].to(device))  # [B, L] each
-            s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
-            for row, i in enumerate(idx):
-                starts[i], ends[i] = s[row], e[row]
-    return starts, ends
 
 
 def select_answers(examples: list[SquadExample], features: list[SquadFeature], start_logits, end_logits, *,

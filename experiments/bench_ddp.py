@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 import bench
-from minibert.checkpoint import atomic_write
+from minicore.files import atomic_write
 
 TRAINING = ("bert_qa_train", "cola_train", "bart_train")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from minibart import BartForConditionalGeneration
-from minibert.checkpoint import copy_tokenizer_files
 from minibert.model import init_weights
+from minicore.checkpoint import copy_tokenizer_files
 
 
 def randomize_cross_attention(model: BartForConditionalGeneration) -> None:

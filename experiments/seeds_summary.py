@@ -13,8 +13,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from minibert.cli import ArgumentParser, UserError, run
-from minibert.files import write_json, write_text
+from minicore.errors import UserError
+from minicore.files import write_json, write_text
+from minitrain.cli import ArgumentParser, run
 
 
 def read_run(folder: Path, metrics: list[str]) -> dict:

@@ -4,7 +4,7 @@ Weight conversion is a pure function between state dicts, driven by an explicit 
 ours, "{}" standing for a layer index). HF's separate q/k/v projections are fused into our `qkv`
 (self-attention) and `kv` (cross-attention, keys and values of the encoder output) on the way in and
 split again on the way out. The generic pieces (finding, reading, writing a checkpoint, the load
-report) are minibert.checkpoint's.
+report) are minicore.checkpoint's.
 """
 import json
 import re
@@ -13,9 +13,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from minibert.checkpoint import (PretrainedMixin, atomic_write, bert_from_hf, fuse, load_tokenizer, read_config,
-                                 read_state_dict, rename, unfuse)
+from minibert.checkpoint import bert_from_hf
 from minibert.config import BertConfig
+from minicore.checkpoint import (
+    PretrainedMixin,
+    fuse,
+    read_config,
+    read_state_dict,
+    rename,
+    unfuse,
+)
+from minicore.files import atomic_write
+from minicore.tokenizer import load_tokenizer
 
 from .config import BartConfig
 

@@ -3,9 +3,19 @@ import math
 from dataclasses import InitVar, asdict, dataclass, field, fields
 from pathlib import Path
 
-from minibert.cli import UserError
-from minibert.config import (DROPOUT, NON_NEGATIVE, POSITIVE, SCALE, STD, Rule, check_config, head_count, one_of,
-                             token_id)
+from minicore.errors import UserError
+from minicore.validation import (
+    DROPOUT,
+    NON_NEGATIVE,
+    POSITIVE,
+    SCALE,
+    STD,
+    Rule,
+    check_config,
+    head_count,
+    one_of,
+    token_id,
+)
 
 # transformers' global generation defaults (GenerationConfig._get_default_generation_params), used for
 # every generation field left at None by the checkpoint and by the caller.

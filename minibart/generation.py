@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minibert.cli import UserError
-from minibert.config import InvalidValue, check_values, token_id
+from minicore.errors import UserError
+from minicore.validation import InvalidValue, check_values, token_id
 
 from .config import GENERATION_DEFAULTS, GENERATION_RULES, BartConfig
 

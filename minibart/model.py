@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minibert.attention import CrossAttention, SelfAttention, padding_mask
-from minibert.checkpoint import resolve
-from minibert.fused import Dropout, gelu_linear
-from minibert.model import init_weights
+from minicore.attention import CrossAttention, SelfAttention, padding_mask
+from minicore.checkpoint import resolve
+from minicore.fused import Dropout, gelu_linear
+from minicore.layers import init_weights
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
@@ -361,7 +361,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
     @classmethod
     def from_bert(cls, name_or_path, dtype: torch.dtype = torch.float32) -> "BartForConditionalGeneration":
         """A BART warm-started from a BERT checkpoint (Rothe et al. 2020); see minibart.checkpoint.bart_from_bert.
-        Its tokenizer is the BERT checkpoint's: minibert.checkpoint.load_tokenizer(name_or_path)."""
+        Its tokenizer is the BERT checkpoint's: minicore.tokenizer.load_tokenizer(name_or_path)."""
         config, state = bart_from_bert(resolve(name_or_path))
         model = cls(config)
         model.load_state_dict(state)

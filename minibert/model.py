@@ -7,10 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import Packing, SelfAttention, padding_mask
-from .checkpoint import PretrainedMixin, bert_from_hf, bert_to_hf
+from minicore.attention import Packing, SelfAttention, padding_mask
+from minicore.checkpoint import PretrainedMixin
+from minicore.fused import Dropout, gelu_linear
+from minicore.layers import init_weights
+
+from .checkpoint import bert_from_hf, bert_to_hf
 from .config import BertConfig
-from .fused import Dropout, gelu_linear
 
 
 class BertEmbeddings(nn.Module):
@@ -62,24 +65,10 @@ class BertLayer(nn.Module):
         return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
-def init_weights(model: nn.Module, std: float) -> None:
-    """HF's initialization: N(0, std) weights, zero biases and padding rows, unit LayerNorms."""
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=std)
-            if m.padding_idx is not None:
-                m.weight.data[m.padding_idx].zero_()
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 class BertPreTrainedModel(PretrainedMixin, nn.Module):
     config_class = BertConfig
+    base_prefix = "bert."
+    other_heads = ("pooler.", "qa_outputs.", "classifier.")
 
     def init_weights(self) -> None:
         init_weights(self, self.config.initializer_range)

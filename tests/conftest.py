@@ -8,7 +8,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the offline error path must fail fast, not retry
 
 from minibert import BertConfig, BertModel  # noqa: E402
-from minibert.checkpoint import copy_tokenizer_files  # noqa: E402
+from minicore.checkpoint import copy_tokenizer_files
 
 # Every test model is tiny: extra threads gain nothing and spin-wait on a busy 2-core machine (3x slower).
 torch.set_num_threads(1)

@@ -7,8 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minibert.checkpoint import read_state_dict, write_checkpoint
-from minibert.training import TrainConfig, batch_indices, fingerprint, fit, set_seed
+from minicore.checkpoint import read_state_dict, write_checkpoint
+from minicore.runtime import set_seed
+from minitrain.batching import batch_indices
+from minitrain.options import TrainConfig
+from minitrain.saving import fingerprint
+from minitrain.training import fit
 
 
 class Tiny(nn.Module):

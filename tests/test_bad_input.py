@@ -1,7 +1,7 @@
 """Bad input, end to end: each mistake a user can make with the three training scripts, predict.py, the data
 readers, a checkpoint or generate() ends in one clear error that names the culprit (flag, file, line or field)
 and its value, without a traceback and before anything is written; a folder that already holds a run keeps
-every byte. The scripts run in-process through `minibert.cli.run` (as their `__main__` does), a few as real
+every byte. The scripts run in-process through `minitrain.cli.run` (as their `__main__` does), a few as real
 processes to pin the process path."""
 import errno
 import json
@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY_BERT
 from test_cola import write_cola
 from test_run_faults import cola_args, finished_cola, snapshot  # noqa: F401 (finished_cola: a fixture)
 from test_squad import squad_json
@@ -28,10 +29,15 @@ from data.files import read_json, read_table
 from data.paraphrase import read_msrp, read_pairs, read_squad_contexts
 from data.squad import SquadExample, featurize, read_squad_file
 from minibart import BartForConditionalGeneration
-from conftest import TINY_BERT
-from minibert import BertConfig, BertForSequenceClassification, BertModel, load_tokenizer
-from minibert.checkpoint import copy_tokenizer_files
-from minibert.cli import UserError, run
+from minibert import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    load_tokenizer,
+)
+from minicore.checkpoint import copy_tokenizer_files
+from minicore.errors import UserError
+from minitrain.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
 LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
@@ -278,7 +284,7 @@ def case_id(case) -> str:
 
 
 def fails(main, argv: list[str], capsys) -> tuple[int, str]:
-    """Run `main` as its __main__ does (minibert.cli.run) -> (exit status, stderr); it must exit non-zero."""
+    """Run `main` as its __main__ does (minitrain.cli.run) -> (exit status, stderr); it must exit non-zero."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         run(main, argv)
@@ -512,15 +518,16 @@ def test_sampling_at_a_tiny_temperature_is_greedy(bart):
 @pytest.mark.parametrize("target", ["metrics.json", "model.safetensors"])
 def test_a_full_disk_names_the_path(world, tmp_path, capsys, monkeypatch, target):
     """A write that fails with ENOSPC: exit 1, one line naming the file's path and the cause."""
-    import minibert.checkpoint
-    write = minibert.checkpoint.atomic_write
+    import minicore.checkpoint
+    import minicore.files
+    write = minicore.files.atomic_write
 
     def full(path, fn):
         if Path(path).name == target:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return write(path, fn)
-    monkeypatch.setattr(minibert.checkpoint, "atomic_write", full)
-    monkeypatch.setattr(sys.modules["minibert.files"], "atomic_write", full)
+    monkeypatch.setattr(minicore.checkpoint, "atomic_write", full)
+    monkeypatch.setattr(minicore.files, "atomic_write", full)
     out = tmp_path / "out"
     argv = [a.format(**vars(world), out=out) for a in BASE["cola"].split()]
     code, err = fails(train_cola.main, argv, capsys)

@@ -8,10 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
+from minibart.generation import (
+    DecodeStep,
+    beam_search,
+    greedy_or_sample,
+    resolve_settings,
+)
 from minibart.model import KVCache
-from minibart.generation import DecodeStep, beam_search, greedy_or_sample, resolve_settings
-from minibert.cli import UserError
-
+from minicore.errors import UserError
 
 V, PAD = 40, 1
 CONFIG = BartConfig(vocab_size=V, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,

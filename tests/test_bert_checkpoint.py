@@ -13,10 +13,17 @@ import transformers
 from safetensors.torch import load_file, save_file
 from test_bert_parity import CLASSES, hf_model, make_batch, outputs
 
-import minibert.checkpoint
-from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel, resolve
-from minibert.checkpoint import bert_from_hf, bert_to_hf, read_state_dict
-from minibert.cli import UserError
+import minicore.checkpoint
+from minibert import (
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertModel,
+    resolve,
+)
+from minibert.checkpoint import bert_from_hf, bert_to_hf
+from minicore.checkpoint import read_state_dict
+from minicore.errors import UserError
 
 CONFIG = dict(vocab_size=53, hidden_size=20, num_attention_heads=4, num_hidden_layers=2, intermediate_size=27,
               max_position_embeddings=16, type_vocab_size=2)
@@ -237,7 +244,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
             f.write(b"\0" * 100)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(minibert.checkpoint, "save_file", crash)
+    monkeypatch.setattr(minicore.checkpoint, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         ours(BertModel, seed=2).save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]

@@ -10,8 +10,15 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from minibert import BertForQuestionAnswering, BertForSequenceClassification, BertModel, load_tokenizer, qa_loss
-from minibert.checkpoint import bert_to_hf, resolve
+from minibert import (
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertModel,
+    load_tokenizer,
+    qa_loss,
+)
+from minibert.checkpoint import bert_to_hf
+from minicore.checkpoint import resolve
 
 CONFIGS = {  # odd sizes, 1 to 5 heads, 1 to 3 layers, odd intermediate sizes, a non-default eps
     "h24x3": dict(vocab_size=101, hidden_size=24, num_attention_heads=3, num_hidden_layers=2,

@@ -6,9 +6,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.classification import accuracy, classification_metrics, classify, macro_f1, matthews_corrcoef
+from data.classification import (
+    accuracy,
+    classification_metrics,
+    macro_f1,
+    matthews_corrcoef,
+)
 from data.tokens import encode
 from minibert import BertForSequenceClassification, load_tokenizer
+from minitasks.classification import classify
 
 labels = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=50)
 

@@ -7,11 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.classification import classify, matthews_corrcoef
+from data.classification import matthews_corrcoef
 from data.cola import Example, collate, load_hub, load_raw, read_tsv, train_val_split
 from data.tokens import encode
-from minibert.cli import UserError
 from minibert import BertForSequenceClassification, load_tokenizer
+from minicore.errors import UserError
+from minitasks.classification import classify
 
 QUOTED = 'He said "I will go" and left.'
 LEADING_QUOTE = '"Go home," she said.'

@@ -7,7 +7,7 @@ import pytest
 
 from minibart import BartConfig, BartForConditionalGeneration
 from minibert import BertConfig, BertForSequenceClassification, BertModel
-from minibert.cli import UserError
+from minicore.errors import UserError
 
 BERT = dict(vocab_size=53, hidden_size=20, num_attention_heads=4, num_hidden_layers=2, intermediate_size=27,
             max_position_embeddings=16)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 from minibart import BartForConditionalGeneration  # noqa: E402
 from minibert import BertForQuestionAnswering  # noqa: E402
-from minibert.training import make_optimizer  # noqa: E402
+from minitrain.optim import make_optimizer  # noqa: E402
 
 DEV = torch.device("cuda")
 

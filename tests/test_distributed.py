@@ -43,7 +43,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, root: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    from minibert.distributed import init_distributed
+    from minitrain.distributed import init_distributed
     init_distributed(torch.device("cpu"))
     runs, writes = Path(root) / "runs", []
 

@@ -12,8 +12,8 @@ import torch
 from experiments import random_cross_attention, seeds_summary
 from minibart import BartForConditionalGeneration
 from minibert import BertModel, load_tokenizer
-from minibert.checkpoint import copy_tokenizer_files
-from minibert.cli import UserError
+from minicore.checkpoint import copy_tokenizer_files
+from minicore.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,10 @@
-"""minibert.fused: each op gives the plain ops' values and gradients, and keeps less for the backward pass."""
+"""minicore.fused: each op gives the plain ops' values and gradients, and keeps less for the backward pass."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert.attention import scaled_dot_product
-from minibert.fused import attention_with_dropout, dropout, gelu_linear, drop_mask
+from minicore.attention import scaled_dot_product
+from minicore.fused import attention_with_dropout, drop_mask, dropout, gelu_linear
 
 
 def saved_tensors(fn):

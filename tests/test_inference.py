@@ -6,15 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_squad import tiny_squad
 
-from data.inference import sorted_batches
-from data.paraphrase import paraphrase
-from data.squad import SquadExample, answer, featurize, read_squad_file, select_answers
+from data.squad import SquadExample, featurize, read_squad_file, select_answers
 from data.tokens import encode, pad_batch
 from minibart import BartForConditionalGeneration
 from minibert import BertForQuestionAnswering, load_tokenizer
-from test_squad import tiny_squad
-
+from minitasks.batching import sorted_batches
+from minitasks.paraphrasing import paraphrase
+from minitasks.question_answering import answer
 
 # ----------------------------------------------------------------------------- pad_batch, encode
 

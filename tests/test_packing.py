@@ -1,11 +1,11 @@
-"""Skipping the padding (BertModel(..., skip_padding=True), minibert.attention.Packing) changes no output a head
+"""Skipping the padding (BertModel(..., skip_padding=True), minicore.attention.Packing) changes no output a head
 reads."""
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibert import BertConfig, BertForSequenceClassification, BertModel
-from minibert.attention import Packing
+from minicore.attention import Packing
 
 CONFIG = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=29,
                     max_position_embeddings=32, initializer_range=0.2, hidden_dropout_prob=0.0,

@@ -11,16 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_squad import tiny_squad
 
-from data.paraphrase import paraphrase
-from data.squad import answer, read_squad_file
+from data.squad import read_squad_file
 from data.tokens import encode
 from minibart import BartForConditionalGeneration
-from minibert import BertForQuestionAnswering, BertForSequenceClassification, load_tokenizer
-from minibert.checkpoint import copy_tokenizer_files
-from minibert.cli import run
+from minibert import (
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    load_tokenizer,
+)
+from minicore.checkpoint import copy_tokenizer_files
+from minitasks.paraphrasing import paraphrase
+from minitasks.question_answering import answer
+from minitrain.cli import run
 from predict import main
-from test_squad import tiny_squad
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"0": "negative", "1": "neutral", "2": "positive"}

@@ -9,10 +9,11 @@ import data.hub
 from data.classification import LabeledText, label_names, read_labeled
 from data.cola import load_hub as load_cola_hub
 from data.files import read_json, read_table, read_text
-from data.paraphrase import Pair, load_hub as load_paraphrase_hub, read_pairs, read_squad_contexts
+from data.paraphrase import Pair, read_pairs, read_squad_contexts
+from data.paraphrase import load_hub as load_paraphrase_hub
 from data.squad import SquadExample, featurize, load_squad_hub, read_squad_file
-from minibert.cli import UserError
-from minibert.checkpoint import load_tokenizer
+from minicore.errors import UserError
+from minicore.tokenizer import load_tokenizer
 
 
 def write(path, content):

@@ -13,9 +13,10 @@ from fit_helpers import Tiny, train
 from test_cola import write_cola
 
 import train_cola
-from minibert.cli import UserError
-from minibert.saving import checkpoints
-from minibert.training import add_training_args, prepare_run, start_run
+from minicore.errors import UserError
+from minitrain.options import add_training_args
+from minitrain.runs import prepare_run, start_run
+from minitrain.saving import checkpoints
 
 
 def snapshot(folder) -> dict:
@@ -112,7 +113,7 @@ def test_divergence_keeps_only_finite_checkpoints(tmp_path, tiny_bert_dir):
                          "--save-total-limit", "5", "--log-every", "100"])
     saved = checkpoints(out)
     assert saved
-    from minibert.checkpoint import read_state_dict
+    from minicore.checkpoint import read_state_dict
     for ckpt in saved:
         assert all(torch.isfinite(t).all() for t in read_state_dict(ckpt).values()), ckpt
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]  # strict JSON, no NaN

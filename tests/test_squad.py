@@ -8,10 +8,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.squad import (SquadExample, collate, featurize, load_squad_hub, read_squad_file,
-                        sample_questions, select_answers, window_starts)
+from data.squad import (
+    SquadExample,
+    collate,
+    featurize,
+    load_squad_hub,
+    read_squad_file,
+    sample_questions,
+    select_answers,
+    window_starts,
+)
 from data.squad_metrics import squad_evaluate
-from minibert.checkpoint import load_tokenizer
+from minicore.tokenizer import load_tokenizer
 
 WORDS = ("apple river house green table music water stone light paper chair bread cloud horse "
          "metal glass night ocean plant sugar tiger voice watch world dream earth field heart "

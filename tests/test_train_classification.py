@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from test_cola import WORDS, write_cola
 
 import train_cola
-from data.classification import classify
 from data.cola import load_raw
 from minibert import BertForSequenceClassification, load_tokenizer
-from minibert.checkpoint import copy_tokenizer_files
-from minibert.cli import UserError, run
+from minicore.checkpoint import copy_tokenizer_files
+from minicore.errors import UserError
+from minitasks.classification import classify
+from minitrain.cli import run
 
 TOPICS = ["sports", "politics", "weather"]
 

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 import train_paraphrase
 from data.paraphrase import Pair, rescore
-from minibert.cli import UserError, run
+from minicore.errors import UserError
+from minitrain.cli import run
 
 MSRP_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 SENTENCES = ["The cat sat on the mat .", "A dog ran in the park today .", "He said \"yes\" to the offer .",

@@ -9,10 +9,12 @@ import pytest
 from test_squad import squad_json, tiny_squad
 
 import train_squad
-from data.squad import answer, read_squad_file, sample_questions
+from data.squad import read_squad_file, sample_questions
 from minibert import BertForQuestionAnswering
-from minibert.checkpoint import load_tokenizer
-from minibert.cli import UserError, run
+from minicore.errors import UserError
+from minicore.tokenizer import load_tokenizer
+from minitasks.question_answering import answer
+from minitrain.cli import run
 
 
 def write_squad(folder, train_paragraphs=6):

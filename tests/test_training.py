@@ -13,10 +13,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 from minibert import BertConfig, BertForSequenceClassification
-from minibert.cli import UserError
-from minibert.training import (RunLog, TrainConfig, add_training_args, autocast, batch_indices, fit, last_checkpoint,
-                               linear_schedule, micro_batches, param_groups, pick_device, prepare_run, write_json,
-                               write_text)
+from minicore.errors import UserError
+from minicore.files import write_json, write_text
+from minicore.runtime import autocast, pick_device
+from minitrain.batching import batch_indices, micro_batches
+from minitrain.optim import linear_schedule, param_groups
+from minitrain.options import TrainConfig, add_training_args
+from minitrain.runs import RunLog, prepare_run
+from minitrain.saving import last_checkpoint
+from minitrain.training import fit
 
 
 def tiny_bert():
@@ -73,7 +78,7 @@ def test_device_and_autocast():
 
 
 def test_tf32_and_determinism_only_when_asked(tmp_path):
-    from minibert.runtime import configure_torch
+    from minicore.runtime import configure_torch
     train(tmp_path, max_steps=1)
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.are_deterministic_algorithms_enabled()
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -408,10 +413,11 @@ def test_the_logged_rate_counts_training_time_alone(tmp_path, monkeypatch):
     8 examples per unit: evaluations (during and at the end of epochs) and checkpoints are not training time."""
     from types import SimpleNamespace
 
-    import minibert.training
     from fit_helpers import example_loss
+
+    import minitrain.training
     clock = [0.0]
-    monkeypatch.setattr(minibert.training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(minitrain.training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def loss_fn(model, batch):
         clock[0] += 1

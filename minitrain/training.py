@@ -42,19 +42,19 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from minibert import distributed as dist
-from minibert.batching import batch_indices, micro_batches, to_device
-from minibert.cli import UserError
-from minibert.distributed import is_main_process, world_size
-from minibert.files import write_json, write_text
-from minibert.optim import linear_schedule, make_optimizer, param_groups
-from minibert.options import TrainConfig, add_training_args
-from minibert.reporting import add_scalars, plot_curves, tensorboard_writer
-from minibert.runs import RunLog, finish_run, prepare_run, run_info, start_run
-from minibert.runtime import (autocast, pick_device, preserved_rng, resolve_precision, rng_states, set_rng_states,
-                              set_seed)
-from minibert.saving import (check_settings, fingerprint, last_checkpoint, load_for_resume, save_best,
-                             save_checkpoint, weights_finite)
+from minitrain import distributed as dist
+from minitrain.batching import batch_indices, micro_batches, to_device
+from minicore.errors import UserError
+from minitrain.distributed import is_main_process, world_size
+from minicore.files import write_json, write_text
+from minitrain.optim import linear_schedule, make_optimizer, param_groups
+from minitrain.options import add_training_args, TrainConfig
+from minitrain.reporting import add_scalars, plot_curves, tensorboard_writer
+from minitrain.runs import finish_run, prepare_run, run_info, RunLog, start_run
+from minicore.runtime import (autocast, pick_device, preserved_rng, resolve_precision, rng_states, set_rng_states,
+    set_seed)
+from minitrain.saving import (check_settings, fingerprint, last_checkpoint, load_for_resume, save_best,
+    save_checkpoint, weights_finite)
 
 __all__ = ["TrainConfig", "TrainState", "add_training_args", "autocast", "batch_indices", "best_or_last", "finish_run",
            "fingerprint", "fit", "is_main_process", "last_checkpoint", "linear_schedule", "make_optimizer",

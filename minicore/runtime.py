@@ -14,7 +14,7 @@ import random
 import numpy as np
 import torch
 
-from minibert.cli import UserError
+from minicore.errors import UserError
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}

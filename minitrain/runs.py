@@ -26,14 +26,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from minibert.cli import UserError
-from minibert.distributed import (backend, broadcast_object, init_distributed, is_main_process, local_rank,
-                                  world_size)
-from minibert.files import io_error, to_json, write_json
-from minibert.options import TrainConfig
-from minibert.reporting import require_tensorboard
-from minibert.runtime import configure_torch, pick_device, resolve_precision, set_seed
-from minibert.saving import check_settings, checkpoints, last_checkpoint, read_trainer_state
+from minicore.errors import UserError
+from minitrain.distributed import backend, broadcast_object, init_distributed, is_main_process, local_rank, world_size
+from minicore.files import io_error, to_json, write_json
+from minitrain.options import TrainConfig
+from minitrain.reporting import require_tensorboard
+from minicore.runtime import configure_torch, pick_device, resolve_precision, set_seed
+from minitrain.saving import check_settings, checkpoints, last_checkpoint, read_trainer_state
 
 LOCK_FILE = "run.lock"
 _locks = {}  # this process's lock files, by folder: a run that failed in this process does not hold it against the next

@@ -22,9 +22,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from minibert.checkpoint import atomic_write, copy_tokenizer_files
-from minibert.cli import UserError
-from minibert.files import io_error, to_json, write_json, write_text
+from minicore.checkpoint import copy_tokenizer_files
+from minicore.files import atomic_write
+from minicore.errors import UserError
+from minicore.files import io_error, to_json, write_json, write_text
 
 STATE_FILE = "training_state.pt"
 WEIGHTS_FILE = "model.safetensors"  # what save_pretrained writes
