@@ -19,19 +19,17 @@
 # after every step they are packed (checkpoints left out) into $OUT/results.tar.gz, with $OUT/summary.txt beside it
 # (a GPU machine hands back at most 8 files from $OUT, so the step folders travel as one archive).
 #
-# On the GPU machine (one H200, 15 minutes of device time in all, a command at most 10 minutes), from the repository
-# root. The carried tree must stay under 64 MiB: with the repository (~11 MB), SQuAD's training file goes as xz:
+# On a GPU machine, from the repository root, with the weights and data unpacked into .bundle/ (the SQuAD training
+# file xz-compressed keeps the copied tree small):
 #     python ../shared/tools/device_bundle.py .bundle --parts weights,squad2,cola \
 #         && gunzip .bundle/squad/train-v2.0.json.gz && xz -9 .bundle/squad/train-v2.0.json    # ~54 MB
-#     run(command="PART=1 BUDGET=270 bash experiments/gpu_job.sh", carry=[".bundle"], timeout_s=330)
-#     run(command="PART=2 BUDGET=<budget_left_s - 120> bash experiments/gpu_job.sh", carry=[".bundle"],
-#         timeout_s=<BUDGET + 40>)                       # at once, while the machine is warm (WORK persists there)
-# or one call: run(command="BUDGET=540 bash experiments/gpu_job.sh", carry=[".bundle"], timeout_s=580).
-# Estimates for an H200 alone: tests ~60 s, cola_seeds ~60 s, nccl ~30 s, ddp_bench ~40 s (PART=1 ~3.5 minutes);
+#     PART=1 BUDGET=270 bash experiments/gpu_job.sh                    # tests, CoLA seeds, nccl, DDP bench
+#     PART=2 BUDGET=<seconds left> bash experiments/gpu_job.sh         # full SQuAD, then bench.py (WORK persists)
+# or both at once: BUDGET=540 bash experiments/gpu_job.sh.
+# Estimates for one H200: tests ~60 s, cola_seeds ~60 s, nccl ~30 s, ddp_bench ~40 s (PART=1 ~3.5 minutes);
 # squad_full ~9 minutes of training (16,500 steps at the 31 steps/s of the 20%-epoch run, which shared the GPU with
-# four other jobs) plus ~40 s of featurizing and ~60 s of evaluation. After PART=1 a task's 15 minutes leave about
-# 6 minutes for PART=2: a truncated run (the schedule of 2 epochs, evaluated where it stopped). The whole run needs
-# its own task: PART=2 BUDGET=570 first, then PART=2 again at once for the rest (it resumes on the warm machine).
+# four other jobs) plus ~40 s of featurizing and ~60 s of evaluation. A BUDGET shorter than that gives a truncated
+# run (the schedule of 2 epochs, evaluated where it stopped); running PART=2 again resumes it.
 #
 # Where the results go (the files of results.tar.gz, each run folder with a RUN.md: command, commit, hardware, date,
 # wall time):

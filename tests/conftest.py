@@ -10,7 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the offline error path must fail
 from minibert import BertConfig, BertModel  # noqa: E402
 from minicore.checkpoint import copy_tokenizer_files
 
-# Every test model is tiny: extra threads gain nothing and spin-wait on a busy 2-core machine (3x slower).
+# Every test model is tiny: extra threads gain nothing, and on a machine with few, busy cores they spin-wait
+# for each other (3x slower on two).
 torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

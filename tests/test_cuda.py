@@ -1,6 +1,6 @@
 """The same parity checks on a GPU: fp32 and bf16 autocast against transformers on CUDA.
 
-Skipped without CUDA (CI and this repo's development machine have none); run on a GPU machine with
+Skipped without CUDA (CI has none); run on a GPU machine with
 `python -m pytest tests/test_cuda.py`.
 """
 import pytest
