@@ -362,3 +362,54 @@ def test_quora_comes_from_a_parquet_copy(monkeypatch):
     assert pairs == [Pair("How do I learn Python?", "What is the best way to learn Python?")]
     assert calls == [(("sentence-transformers/quora-duplicates", "pair-class"), {"split": "train"})]
 
+
+@pytest.fixture
+def hub_answers(monkeypatch):
+    """The Hub answers (the environment asks for nothing offline); `load_dataset` is the test's to replace."""
+    datasets = pytest.importorskip("datasets")
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(data.hub, "hub_reachable", lambda: True)
+    return datasets
+
+
+def raises(error: Exception):
+    def load_dataset(*args, **kwargs):
+        raise error
+    return load_dataset
+
+
+@pytest.mark.parametrize("error, message", [
+    (lambda d: d.exceptions.DatasetNotFoundError("Dataset 'nyu-mll/glue' doesn't exist on the Hub"),
+     r"nyu-mll/glue cola is not on the Hugging Face Hub \(renamed or removed\) \(https://huggingface\.co\): pass "
+     r"--data-dir"),
+    (lambda d: RuntimeError("Dataset scripts are no longer supported, but found glue.py"),
+     r"nyu-mll/glue cola on the Hugging Face Hub is a loading script, which datasets .* no longer runs: pass "
+     r"--data-dir"),
+])
+def test_a_renamed_or_scripted_hub_dataset_is_one_line(hub_answers, monkeypatch, error, message):
+    """datasets' errors for a data set that is not on the Hub, or that is still a loading script: one line naming
+    it and saying what to pass instead, as for an unreachable Hub."""
+    monkeypatch.setattr(hub_answers, "load_dataset", raises(error(hub_answers)))
+    with pytest.raises(UserError, match=message) as e:
+        load_cola_hub()
+    assert "\n" not in str(e.value)
+
+
+def test_another_runtime_error_of_the_hub_is_not_hidden(hub_answers, monkeypatch):
+    monkeypatch.setattr(hub_answers, "load_dataset", raises(RuntimeError("something else broke")))
+    with pytest.raises(RuntimeError, match="something else broke"):
+        load_cola_hub()
+
+
+def test_mrpc_test_split_is_refused_saying_why(hub_answers, monkeypatch):
+    """GLUE's MRPC test split has no labels (all -1, so no positive pair): refused with the reason, instead of an
+    empty set of pairs; its validation split is the 'dev' one."""
+    calls = []
+    rows = [{"sentence1": "A b.", "sentence2": "B a.", "label": 1}, {"sentence1": "C.", "sentence2": "D.", "label": 0}]
+    monkeypatch.setattr(hub_answers, "load_dataset", lambda *a, **k: calls.append((a, k)) or rows)
+    with pytest.raises(ValueError, match=r"mrpc has no 'test' split .*: GLUE hides MRPC's test labels \(they are all "
+                                         r"-1\): use 'dev'.*msr_paraphrase_test\.txt"):
+        load_paraphrase_hub("mrpc", "test")
+    assert calls == [] and load_paraphrase_hub("mrpc", "dev") == [Pair("A b.", "B a.")]
+    assert calls == [(("nyu-mll/glue", "mrpc"), {"split": "validation"})]
