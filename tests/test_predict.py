@@ -19,13 +19,13 @@ from test_squad import tiny_squad
 from data.squad import read_squad_file
 from data.tokens import encode
 from minibart import BartForConditionalGeneration
+from minibart.config import GENERATION_DEFAULTS
 from minibert import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     load_tokenizer,
 )
 from minicore.checkpoint import copy_tokenizer_files
-from minibart.config import GENERATION_DEFAULTS
 from minitasks.classification import classify
 from minitasks.paraphrasing import EVAL_GENERATION, paraphrase
 from minitasks.question_answering import answer
@@ -277,13 +277,16 @@ def test_squad_from_stdin_and_the_null_threshold(tmp_path, qa_dir, capsys, monke
     assert all(o["answer"] == "" for o in never) and all(o["answer"] for o in always)
 
 
-def test_squad_reads_the_official_json(tmp_path, qa_dir, capsys):
-    """The official SQuAD JSON (dev-v2.0.json) as input: one answer per question, in order, as from JSONL."""
+def test_squad_reads_the_official_json(tmp_path, qa_dir, capsys, monkeypatch):
+    """The official SQuAD JSON (dev-v2.0.json) as input, from a file or (pretty-printed) stdin: one answer per
+    question, in order, as from JSONL."""
     rows, _ = squad_inputs(tmp_path)
     (tmp_path / "q.jsonl").write_text(jsonl(rows))
-    argv = ["squad", "--model", str(qa_dir), "--max-seq-length", "96", "--doc-stride", "48", "--input"]
-    official = predict([*argv, str(tmp_path / "dev.json")], capsys)
-    assert official == predict([*argv, str(tmp_path / "q.jsonl")], capsys) and len(official) == len(rows)
+    argv = ["squad", "--model", str(qa_dir), "--max-seq-length", "96", "--doc-stride", "48"]
+    official = predict([*argv, "--input", str(tmp_path / "dev.json")], capsys)
+    assert official == predict([*argv, "--input", str(tmp_path / "q.jsonl")], capsys) and len(official) == len(rows)
+    pretty = json.dumps(json.loads((tmp_path / "dev.json").read_text()), indent=2)
+    assert predict(argv, capsys, monkeypatch, stdin=pretty) == official
 
 
 def test_squad_notes_questions_cut_to_max_query_length(tmp_path, qa_dir, capsys):

@@ -2,6 +2,7 @@
 SQuAD as JSONL and the checks of SQuAD answers, and the Hub loaders' one-line errors. Every error names the
 file and the line (or the question), and says what is wrong with which value."""
 import json
+import re
 import unicodedata
 
 import pytest
@@ -379,20 +380,26 @@ def raises(error: Exception):
     return load_dataset
 
 
+HUB_LOADERS = [  # (a loader, the data set it names)
+    (load_cola_hub, "nyu-mll/glue cola"),
+    (lambda: load_squad_hub("2.0", "train"), "rajpurkar/squad_v2"),
+    (lambda: load_paraphrase_hub("paws", "train"), "google-research-datasets/paws labeled_final"),
+]
+
+
+@pytest.mark.parametrize("load, name", HUB_LOADERS)
 @pytest.mark.parametrize("error, message", [
-    (lambda d: d.exceptions.DatasetNotFoundError("Dataset 'nyu-mll/glue' doesn't exist on the Hub"),
-     r"nyu-mll/glue cola is not on the Hugging Face Hub \(renamed or removed\) \(https://huggingface\.co\): pass "
-     r"--data-dir"),
+    (lambda d: d.exceptions.DatasetNotFoundError("Dataset doesn't exist on the Hub"),
+     r"{name} is not on the Hugging Face Hub \(renamed or removed\) \(https://huggingface\.co\): pass --data-dir"),
     (lambda d: RuntimeError("Dataset scripts are no longer supported, but found glue.py"),
-     r"nyu-mll/glue cola on the Hugging Face Hub is a loading script, which datasets .* no longer runs: pass "
-     r"--data-dir"),
+     r"{name} on the Hugging Face Hub is a loading script, which datasets .* no longer runs: pass --data-dir"),
 ])
-def test_a_renamed_or_scripted_hub_dataset_is_one_line(hub_answers, monkeypatch, error, message):
+def test_a_renamed_or_scripted_hub_dataset_is_one_line(hub_answers, monkeypatch, load, name, error, message):
     """datasets' errors for a data set that is not on the Hub, or that is still a loading script: one line naming
     it and saying what to pass instead, as for an unreachable Hub."""
     monkeypatch.setattr(hub_answers, "load_dataset", raises(error(hub_answers)))
-    with pytest.raises(UserError, match=message) as e:
-        load_cola_hub()
+    with pytest.raises(UserError, match=message.format(name=re.escape(name))) as e:
+        load()
     assert "\n" not in str(e.value)
 
 
