@@ -215,7 +215,10 @@ def open_checkpoint(args, task: Task) -> Path:
         folder = resolve(args.model)
         config = read_config(folder)
     except (FileNotFoundError, ImportError) as e:
-        raise UserError(str(e), "--model", fix=f"give a folder written by {task.trainer}") from None
+        inside = Path(args.model) / "checkpoint"  # a run folder holds its checkpoint there
+        fix = (f"did you mean {inside} (the run's checkpoint)?" if (inside / "config.json").is_file()
+               else f"give a folder written by {task.trainer}")
+        raise UserError(str(e), "--model", fix=fix) from None
     model_type = config.get("model_type", task.model_type)  # none: as training reads it, the model class's own
     if model_type != task.model_type:
         fix = f"give a {task.kind} checkpoint, such as one written by {task.trainer}"

@@ -408,6 +408,13 @@ def test_a_checkpoint_of_the_wrong_kind_names_model(tmp_path, capsys, monkeypatc
     assert message in err and not (tmp_path / "out").exists()
 
 
+def test_a_run_folder_points_at_its_checkpoint(tmp_path, cls_dir, capsys, monkeypatch):
+    """--model naming a training run's folder instead of its checkpoint/: the error names the checkpoint."""
+    shutil.copytree(cls_dir, tmp_path / "run" / "checkpoint")
+    err = fails(["cola", "--model", str(tmp_path / "run")], capsys, monkeypatch, stdin="Yes.\n")
+    assert f"(--model): did you mean {tmp_path / 'run' / 'checkpoint'} (the run's checkpoint)?" in err
+
+
 def test_a_pytorch_model_bin_checkpoint_is_read_too(tmp_path, cls_dir, capsys, monkeypatch):
     folder = tmp_path / "bin"
     shutil.copytree(cls_dir, folder)
