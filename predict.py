@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from data.files import decode_text, parse_json, read_table, string_field, where
+from data.files import KINDS, decode_text, parse_json, read_table, string_field, where
 from data.squad import SquadExample, read_squad_json
 from data.tokens import count_cut
 from minibart import BartForConditionalGeneration
@@ -89,7 +89,7 @@ GENERATION_FLAGS = {"num_beams": "--num-beams", "no_repeat_ngram_size": "--no-re
                     "num_return_sequences": "--num-return-sequences"}
 # without generation settings in the checkpoint: train_paraphrase.py's evaluation, its best beam
 DEFAULT_GENERATION = {**EVAL_GENERATION, "num_return_sequences": 1}
-FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}  # by extension
+FORMATS = {**KINDS, ".txt": "text"}  # the input's format by its extension: the training scripts' tables, and text
 
 
 @dataclass(frozen=True)
@@ -144,10 +144,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     cola.set_defaults(task="cola")
 
     para = sub.add_parser("paraphrase", help="paraphrase each sentence with a BART checkpoint",
-                          description="Paraphrase each sentence with a BART checkpoint. The generation flags default\n"
-                                      "to the checkpoint's generation_config.json; for a checkpoint that sets none, to\n"
-                                      "train_paraphrase.py's evaluation (the best of 4 beams, no_repeat_ngram_size 3,\n"
-                                      "at most 128 tokens).")
+                          description="Paraphrase each sentence with a BART checkpoint. The generation flags\n"
+                                      "default to the checkpoint's generation_config.json; for a checkpoint that sets\n"
+                                      "none, to train_paraphrase.py's evaluation (the best of 4 beams,\n"
+                                      "no_repeat_ngram_size 3, at most 128 tokens).")
     add_common_args(para, "paraphrase")
     para.add_argument("--max-seq-length", type=number(int, 3, True),
                       help="input tokens per source, special tokens included; longer ones are cut (a note on stderr "

@@ -359,8 +359,8 @@ def test_paraphrase_from_stdin_defaults_to_the_generation_config(tmp_path, bart_
 
 def test_a_subprocess_reads_stdin_and_writes_stdout(bart_dir):
     done = subprocess.run([sys.executable, str(ROOT / "predict.py"), "paraphrase", "--model", str(bart_dir),
-                           "--max-target-length", "5"], input="Hello there.\nGood bye.\n", capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+                           "--max-target-length", "5"], input="Hello there.\nGood bye.\n", capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     out = [json.loads(line) for line in done.stdout.splitlines()]
     assert [o["source"] for o in out] == ["Hello there.", "Good bye."] and all(len(o["paraphrases"]) == 1 for o in out)
