@@ -1,22 +1,27 @@
-"""Reading data files: UTF-8 text, JSON, and tables (CSV, TSV or JSONL) with named columns. Every error
-is a `UserError` that names the file and the line.
+"""Reading data files: UTF-8 text, JSON, and tables (CSV, TSV, JSONL or a JSON array) with named
+columns. Every error is a `UserError` that names the file and the line.
 
 Formats, chosen by the file's extension:
-- `.csv`: comma-separated with a header row; a field may be quoted, a quote inside it doubled.
+- `.csv`: comma-separated with a header row naming each column once; a field may be quoted, a quote
+  inside it doubled.
 - `.tsv`: the same with tabs (the excel-tab dialect: quoting as in CSV).
 - `.jsonl`: one JSON object a line; blank lines are skipped.
+- `.json`: one JSON array of objects, on one line or many.
 Quoting is strict: a quote that opens a field must close it, so that a stray quote is an error
 naming its line instead of a silently merged field.
 """
 import csv
 import io
 import json
+import re
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from minicore.errors import UserError
 
-KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
 
 
 class Row(NamedTuple):
@@ -47,17 +52,22 @@ def decode_text(data: bytes, name) -> str:
 
 def read_json(path: str | Path):
     """A JSON file; invalid JSON is an error naming the line."""
+    return parse_json(read_text(path), path)
+
+
+def parse_json(text: str, name):
+    """JSON text read from `name` (a path, or "<stdin>"); invalid JSON is an error naming the line."""
     try:
-        return json.loads(read_text(path))
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"not valid JSON ({e.msg})", where(path, e.lineno), fix="check that the file is complete "
+        raise UserError(f"not valid JSON ({e.msg})", where(name, e.lineno), fix="check that the file is complete "
                         "and was saved as JSON") from None
 
 
 def read_table(path: str | Path, columns: list[str], kind: str | None = None,
                quoting: int = csv.QUOTE_MINIMAL, text: str | None = None) -> list[Row]:
-    """The rows of a CSV, TSV or JSONL file (`kind` "csv", "tsv" or "jsonl"; default: from the
-    extension) that must have `columns`. CSV and TSV need a header naming them (more columns may
+    """The rows of a CSV, TSV, JSONL or JSON file (`kind` "csv", "tsv", "jsonl" or "json"; default: from
+    the extension) that must have `columns`. CSV and TSV need a header naming them (more columns may
     follow); `quoting=csv.QUOTE_NONE` reads quotes as text (files that never quote). `text`: the
     content, already read (from stdin); `path` then only names it in errors."""
     path = Path(path)
@@ -66,7 +76,11 @@ def read_table(path: str | Path, columns: list[str], kind: str | None = None,
         raise UserError("unknown table format", str(path), path.suffix,
                         f"name the file with one of the extensions {', '.join(KINDS)}")
     text = read_text(path) if text is None else text
-    return _jsonl_rows(path, text, columns) if kind == "jsonl" else _csv_rows(path, text, columns, kind, quoting)
+    if kind == "jsonl":
+        return _jsonl_rows(path, text, columns)
+    if kind == "json":
+        return _json_rows(path, text, columns)
+    return _csv_rows(path, text, columns, kind, quoting)
 
 
 def _missing(path, line: int, columns: list[str], present) -> None:
@@ -88,6 +102,7 @@ def _csv_rows(path: Path, text: str, columns: list[str], kind: str, quoting: int
             if header is None:
                 header = fields
                 _missing(path, start, columns, header)
+                _duplicates(path, start, header)
                 continue
             if len(fields) != len(header):
                 raise UserError(f"expected {len(header)} {kind.upper()} fields (as the header), got {len(fields)}",
@@ -99,6 +114,14 @@ def _csv_rows(path: Path, text: str, columns: list[str], kind: str, quoting: int
     if header is None:
         raise UserError("no header row", str(path), fix="the first line names the columns")
     return rows
+
+
+def _duplicates(path, line: int, header: list[str]) -> None:
+    """A header naming a column twice is an error: a row would keep only the last of the two fields."""
+    twice = [name for name, n in Counter(header).items() if n > 1]
+    if twice:
+        raise UserError(f"the header names the column {twice[0]!r} {header.count(twice[0])} times", where(path, line),
+                        fix="give each column its own name")
 
 
 def _jsonl_rows(path: Path, text: str, columns: list[str]) -> list[Row]:
@@ -117,6 +140,35 @@ def _jsonl_rows(path: Path, text: str, columns: list[str]) -> list[Row]:
         _missing(path, n, columns, value)
         rows.append(Row(n, value))
     return rows
+
+
+def _json_rows(path: Path, text: str, columns: list[str]) -> list[Row]:
+    """The objects of a JSON array, each with the line it starts on."""
+    value = parse_json(text, path)
+    if not isinstance(value, list):
+        raise UserError(f"expected a JSON array of objects, got {type(value).__name__}", str(path),
+                        fix="write [{...}, {...}] (or one object a line in a .jsonl file)")
+    rows = []
+    for line, item in zip(_item_lines(text), value):
+        if not isinstance(item, dict):
+            raise UserError(f"expected a JSON object, got {type(item).__name__}", where(path, line),
+                            fix="write [{...}, {...}]: an object for each row")
+        _missing(path, line, columns, item)
+        rows.append(Row(line, item))
+    return rows
+
+
+_BETWEEN_ITEMS = re.compile(r"[ \t\n\r,]*")  # JSON whitespace and the commas between an array's items
+
+
+def _item_lines(text: str) -> Iterator[int]:
+    """The line each item of a JSON array starts on (`text` is a valid JSON array)."""
+    decoder, line, counted = json.JSONDecoder(), 1, 0
+    pos = _BETWEEN_ITEMS.match(text, text.index("[") + 1).end()
+    while text[pos] != "]":
+        line, counted = line + text.count("\n", counted, pos), pos
+        yield line
+        pos = _BETWEEN_ITEMS.match(text, decoder.raw_decode(text, pos)[1]).end()
 
 
 def string_field(path, row: Row, column: str) -> str:

@@ -12,6 +12,8 @@ import urllib.request
 
 from minicore.errors import UserError
 
+SCRIPTS_REFUSED = "Dataset scripts are no longer supported"  # datasets 4's RuntimeError for a loading script
+
 
 def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
@@ -37,7 +39,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_hub_dataset(instead: str, *args, **kwargs):
     """`datasets.load_dataset(*args, **kwargs)`; when the Hub cannot be reached (or, offline, the
-    data set is not in the cache), a UserError naming the data set whose fix is `instead`."""
+    data set is not in the cache), when the data set is not there (renamed or removed), or when it is
+    still a loading script (which datasets 4 and later refuse to run), a UserError naming the data set
+    whose fix is `instead`."""
     name = " ".join(str(a) for a in args if a is not None)
     if not offline() and not hub_reachable():
         raise UserError(f"cannot reach the Hugging Face Hub to load {name}", hub_endpoint(),
@@ -48,3 +52,11 @@ def load_hub_dataset(instead: str, *args, **kwargs):
         return datasets.load_dataset(*args, **kwargs)
     except ConnectionError as e:  # offline and not in the cache, or the network went away
         raise UserError(f"cannot load {name} from the Hugging Face Hub ({e})", fix=instead) from None
+    except datasets.exceptions.DatasetNotFoundError:
+        raise UserError(f"{name} is not on the Hugging Face Hub (renamed or removed)", hub_endpoint(),
+                        fix=instead) from None
+    except RuntimeError as e:
+        if SCRIPTS_REFUSED not in str(e):
+            raise
+        raise UserError(f"{name} on the Hugging Face Hub is a loading script, which datasets {datasets.__version__} "
+                        "no longer runs", fix=instead) from None

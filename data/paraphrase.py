@@ -159,13 +159,16 @@ HUB = {  # name -> (dataset id, config, split names, row -> (source, target, is_
     "paws": ("google-research-datasets/paws", "labeled_final",
              {"train": "train", "dev": "validation", "test": "test"},
              lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
-    "mrpc": ("nyu-mll/glue", "mrpc", {"train": "train", "dev": "validation", "test": "test"},
+    # no "test": GLUE hides MRPC's test labels (all -1, so no pair would be positive); see NO_SPLIT
+    "mrpc": ("nyu-mll/glue", "mrpc", {"train": "train", "dev": "validation"},
              lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
     # the 404,290 Quora Question Pairs (label 1 = duplicate) in a parquet copy; the Hub id "quora" is a
     # loading script, which datasets 4 and later refuse to run
     "quora": ("sentence-transformers/quora-duplicates", "pair-class", {"train": "train"},
               lambda r: (r["sentence1"], r["sentence2"], r["label"] == 1)),
 }
+NO_SPLIT = {("mrpc", "test"): "GLUE hides MRPC's test labels (they are all -1): use 'dev' (GLUE's validation "
+                              "split), or --data-dir with msrp/msr_paraphrase_test.txt (MSRP's labeled test set)"}
 LOCAL_FILES = ("pass --data-dir with msrp/msr_paraphrase_{train,test}.txt (the Microsoft Research Paraphrase "
                "Corpus) and/or paws_qqp/ or paws_wiki/ {train,dev,test}.tsv (https://github.com/"
                "google-research-datasets/paws)")
@@ -178,7 +181,8 @@ def load_hub(name: str, split: str, clean: bool = True) -> list[Pair]:
         raise ValueError(f"dataset: expected one of {sorted(HUB)}, got {name!r}")
     repo, config, splits, row_fn = HUB[name]
     if split not in splits:
-        raise ValueError(f"{name} has no {split!r} split (has {sorted(splits)})")
+        raise ValueError(f"{name} has no {split!r} split (has {sorted(splits)})"
+                         + (f": {NO_SPLIT[name, split]}" if (name, split) in NO_SPLIT else ""))
     out = []
     for row in load_hub_dataset(LOCAL_FILES, repo, config, split=splits[split]):
         s, t, positive = row_fn(row)

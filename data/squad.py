@@ -8,6 +8,7 @@ span, or at [CLS] (position 0) when the answer is not fully inside it or there i
 Metrics live in data/squad_metrics.py.
 """
 import random
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,16 +48,26 @@ def read_squad_file(path: str | Path) -> list[SquadExample]:
     """SQuAD 1.1 or 2.0 by the file's extension: the official JSON (`.json`: train-v2.0.json,
     dev-v1.1.json, ...) or JSONL in the flattened Hugging Face layout (`.jsonl`: one question a line,
     {"id", "title", "context", "question", "answers": {"text": [...], "answer_start": [...]}}, no
-    answers when it is unanswerable). Every answer must be a non-empty span of its context at its
-    answer_start; question ids must be unique. Errors name the file and the question."""
+    answers when it is unanswerable). Every question must have a text, every answer must be a non-empty
+    span of its context at its answer_start (in the context's Unicode normal form, NFC or NFD, whichever
+    the answer was written in), and question ids must be unique. Errors name the file and the question."""
     path = Path(path)
     if path.suffix.lower() == ".jsonl":
-        located = _read_jsonl(path)
-    elif path.suffix.lower() == ".json":
-        located = _read_official(path)
-    else:
-        raise UserError("unknown SQuAD file format", str(path), path.suffix,
-                        "give the official JSON (.json) or the flattened JSONL layout (.jsonl)")
+        return _checked(_read_jsonl(path), path)
+    if path.suffix.lower() == ".json":
+        return read_squad_json(read_json(path), path)
+    raise UserError("unknown SQuAD file format", str(path), path.suffix,
+                    "give the official JSON (.json) or the flattened JSONL layout (.jsonl)")
+
+
+def read_squad_json(root, path) -> list[SquadExample]:
+    """The questions of official SQuAD JSON already parsed (`root`, read from `path`), checked as
+    `read_squad_file` checks them."""
+    return _checked(_read_official(root, path), path)
+
+
+def _checked(located: list[tuple[SquadExample, str]], path) -> list[SquadExample]:
+    """The examples, once there is at least one and their ids are unique."""
     if not located:
         raise UserError("no questions", str(path), fix="give a SQuAD file with at least one question")
     first = {}
@@ -68,9 +79,9 @@ def read_squad_file(path: str | Path) -> list[SquadExample]:
     return [ex for ex, _ in located]
 
 
-def _read_official(path: Path) -> list[tuple[SquadExample, str]]:
-    """-> (example, where it is) for each question of an official SQuAD JSON file."""
-    root, located = read_json(path), []
+def _read_official(root, path) -> list[tuple[SquadExample, str]]:
+    """-> (example, where it is) for each question of official SQuAD JSON (`root`, read from `path`)."""
+    located = []
     for i, article in enumerate(_get(root, "data", list, "the top level", path)):
         for j, para in enumerate(_get(article, "paragraphs", list, f"data[{i}]", path)):
             loc = f"data[{i}].paragraphs[{j}]"
@@ -85,9 +96,12 @@ def _read_official(path: Path) -> list[tuple[SquadExample, str]]:
                 if impossible is not bool(impossible) or impossible == bool(answers):
                     raise UserError(f"{loc_q}: is_impossible is {impossible!r} but there are {len(answers)} answers",
                                     str(path), fix="is_impossible is a bool, true exactly when there are no answers")
-                _check_spans(context, texts, starts, f"{loc_q}.", f"{path}, question {qid!r}")
-                located.append((SquadExample(qid, _get(qa, "question", str, loc_q, path), context, texts, starts,
-                                             impossible), loc_q))
+                question = _get(qa, "question", str, loc_q, path)
+                if not question.strip():
+                    raise UserError(f"{loc_q}: empty question", f"{path}, question {qid!r}",
+                                    fix="give every question its text")
+                texts = _check_spans(context, texts, starts, f"{loc_q}.", f"{path}, question {qid!r}")
+                located.append((SquadExample(qid, question, context, texts, starts, impossible), loc_q))
     return located
 
 
@@ -115,23 +129,30 @@ def _read_jsonl(path: Path) -> list[tuple[SquadExample, str]]:
             raise UserError("malformed answers", where(path, row.line, "answers"), answers,
                             'write {"text": [strings], "answer_start": [integers]}, as many of each '
                             '(both empty for an unanswerable question)')
-        _check_spans(context, texts, starts, "", f"{where(path, row.line)}, question {qid!r}")
+        texts = _check_spans(context, texts, starts, "", f"{where(path, row.line)}, question {qid!r}")
         located.append((SquadExample(qid, question, context, texts, starts, not texts), f"line {row.line}"))
     return located
 
 
-def _check_spans(context: str, texts: list[str], starts: list[int], loc: str, at: str) -> None:
-    """Each answer is a non-empty text found in the context at its answer_start."""
+def _check_spans(context: str, texts: list[str], starts: list[int], loc: str, at: str) -> list[str]:
+    """Each answer is a non-empty text found in the context at its answer_start -> the texts as the context
+    writes them: an answer in another Unicode normal form than its context (an accent as one character, NFC,
+    or as a letter and a combining mark, NFD) is taken in the context's form, so that it stays its span."""
+    spans = []
     for n, (t, s) in enumerate(zip(texts, starts)):
         if not t:
             raise UserError(f"{loc}answers[{n}]: empty answer text", at,
                             fix="give the answer's text, or no answers for an unanswerable question")
-        if not 0 <= s <= len(context) - len(t):
+        forms = (t, unicodedata.normalize("NFC", t), unicodedata.normalize("NFD", t))
+        span = next((f for f in forms if 0 <= s <= len(context) - len(f) and context[s:s + len(f)] == f), None)
+        if span is None and not 0 <= s <= len(context) - len(t):
             raise UserError(f"{loc}answers[{n}]: answer_start {s} puts the {len(t)}-character text {t!r} outside "
                             f"the {len(context)}-character context", at, fix="answer_start is a character offset")
-        if context[s:s + len(t)] != t:
+        if span is None:
             raise UserError(f"{loc}answers[{n}]: text {t!r} is not at answer_start {s} of the context", at,
                             fix="answer_start is the character offset of the text in the context")
+        spans.append(span)
+    return spans
 
 
 def load_squad_hub(version: str, split: str) -> list[SquadExample]:

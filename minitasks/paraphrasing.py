@@ -5,6 +5,12 @@ from data.paraphrase import clean_spaces
 from data.tokens import encode, pad_batch
 from minitasks.batching import evaluating, sorted_batches
 
+# The generation of train_paraphrase.py (the blog's: Rajapakse 2020, facebook/bart-large's config for the beams):
+# its flags' defaults, with which its evaluation scores the best beam and its samples add beam sampling
+# (do_sample with top_k / top_p). predict.py decodes with them too when a checkpoint sets no generation settings.
+EVAL_GENERATION = dict(num_beams=4, no_repeat_ngram_size=3, encoder_no_repeat_ngram_size=0, max_length=128,
+                       top_k=50, top_p=0.95, num_return_sequences=3)
+
 
 def paraphrase(model, tokenizer, texts: list[str], *, max_seq_length: int, batch_size: int,
                amp_dtype: torch.dtype | None = None, progress: bool = False, **generation) -> list[list[str]]:

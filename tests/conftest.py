@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random checkpoints in Hugging Face layout, built once per test run."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from minicore.checkpoint import copy_tokenizer_files
 torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# curves.png needs matplotlib, an optional dependency (the [plot] extra): a run without it writes none, so a test
+# expects the file only where it is installed, and a test of the plot itself skips, saying why.
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+needs_matplotlib = pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed (pip install "
+                                      "'minibert[plot]'): a run writes no curves.png")
 
 TINY_BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=37, max_position_embeddings=512)

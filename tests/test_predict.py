@@ -3,9 +3,12 @@ are those of the evaluation path (answer / classify / paraphrase) and, for class
 every mistake is one error line before anything is written."""
 import io
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,16 +19,18 @@ from test_squad import tiny_squad
 from data.squad import read_squad_file
 from data.tokens import encode
 from minibart import BartForConditionalGeneration
+from minibart.config import GENERATION_DEFAULTS
 from minibert import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     load_tokenizer,
 )
 from minicore.checkpoint import copy_tokenizer_files
-from minitasks.paraphrasing import paraphrase
+from minitasks.classification import classify
+from minitasks.paraphrasing import EVAL_GENERATION, paraphrase
 from minitasks.question_answering import answer
 from minitrain.cli import run
-from predict import main
+from predict import DEFAULT_GENERATION, main
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"0": "negative", "1": "neutral", "2": "positive"}
@@ -128,13 +133,109 @@ def test_cola_from_stdin_as_text(tmp_path, cls_dir, capsys, monkeypatch):
     assert predict(["cola", "--model", str(cls_dir)], capsys, monkeypatch, stdin=jsonl_in) == out
 
 
-def test_cola_max_length_cuts_and_counts(tmp_path, cls_dir, capsys):
+@pytest.mark.parametrize("name, content", [
+    ("in.json", json.dumps([{"sentence": s, "id": i} for i, s in enumerate(SENTENCES)])),  # one line
+    ("in.json", json.dumps([{"sentence": s, "id": i} for i, s in enumerate(SENTENCES)], indent=2)),  # pretty
+    ("in.csv", "id,sentence\n" + "".join(f'{i},"{s}"\n' for i, s in enumerate(SENTENCES))),
+    ("in.tsv", "id\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(SENTENCES))),
+    ("in.jsonl", jsonl([{"sentence": s, "id": i} for i, s in enumerate(SENTENCES)])[:-1]),  # no final newline
+])
+def test_every_format_the_training_scripts_read_gives_one_prediction_per_row(tmp_path, cls_dir, capsys, name,
+                                                                               content):
+    """A JSON array (on one line or pretty-printed), CSV, TSV and JSONL: one prediction per object or row, in
+    order, with the row's fields kept (a table's as text), the same predictions as from plain text."""
+    (tmp_path / name).write_text(content)
+    out = predict(["cola", "--model", str(cls_dir), "--input", str(tmp_path / name)], capsys)
+    assert [(str(o["id"]), o["sentence"]) for o in out] == [(str(i), s) for i, s in enumerate(SENTENCES)]
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
+    text = predict(["cola", "--model", str(cls_dir), "--input", str(tmp_path / "in.txt")], capsys)
+    assert [o["probabilities"] for o in out] == [o["probabilities"] for o in text]
+
+
+def test_column_flags_name_the_text_as_in_training(tmp_path, cls_dir, bart_dir, capsys, monkeypatch):
+    """--text-column (cola) and --source-column (paraphrase) name the input's text column, as in train_cola.py and
+    train_paraphrase.py; a text line becomes that field; --format reads stdin as a table."""
+    table = "topic,text\n" + "".join(f'x,"{s}"\n' for s in SENTENCES)
+    out = predict(["cola", "--model", str(cls_dir), "--format", "csv", "--text-column", "text"], capsys, monkeypatch,
+                  stdin=table)
+    assert [(o["topic"], o["text"]) for o in out] == [("x", s) for s in SENTENCES] and "sentence" not in out[0]
+    err = fails(["cola", "--model", str(cls_dir), "--format", "csv"], capsys, monkeypatch, stdin=table)
+    assert "missing column 'sentence' (<stdin>, line 1): the columns there are 'topic', 'text'" in err
+    out = predict(["paraphrase", "--model", str(bart_dir), "--source-column", "question", "--max-target-length", "4"],
+                  capsys, monkeypatch, stdin="What is it?\n")
+    assert list(out[0]) == ["question", "paraphrases"]
+
+
+def test_stdin_is_read_by_what_it_starts_with(tmp_path, cls_dir, capsys, monkeypatch):
+    """stdin: "[" a JSON array, "{" JSONL (a pretty-printed object: JSON), else text; text that starts with "{" and
+    is not JSON is an error that says to pass --format text, which reads it."""
+    argv = ["cola", "--model", str(cls_dir)]
+    array = predict(argv, capsys, monkeypatch, stdin=json.dumps([{"sentence": s} for s in SENTENCES], indent=1))
+    assert [o["sentence"] for o in array] == SENTENCES
+    braces = "{braces} open this line\nand not this one\n"
+    err = fails(argv, capsys, monkeypatch, stdin=braces)
+    assert "not valid JSON (Expecting property name enclosed in double quotes) (<stdin>, line 1): it starts with " \
+           "'{', so it was read as JSON: pass --format text" in err
+    text = predict([*argv, "--format", "text"], capsys, monkeypatch, stdin=braces)
+    assert [o["sentence"] for o in text] == ["{braces} open this line", "and not this one"]
+    err = fails(argv, capsys, monkeypatch, stdin="[citation needed] here\n")
+    assert "(<stdin>, line 1): it starts with '[', so it was read as JSON: pass --format text" in err
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("in.json", jsonl([{"sentence": s} for s in SENTENCES]), "not valid JSON (Extra data) ({path}, line 2)"),
+    ("in.json", json.dumps({"sentence": "one"}), "expected a JSON array of objects, got dict ({path})"),
+    ("in.json", '[{"sentence": "fine"},\n "not an object"]', "expected a JSON object, got str ({path}, line 2)"),
+    ("in.json", '[\n{"sentence": "fine"},\n\n{"text": "no sentence"}]', "missing column 'sentence' ({path}, line 4)"),
+    ("in.csv", "sentence,sentence\na,b\n", "the header names the column 'sentence' 2 times ({path}, line 1)"),
+])
+def test_an_input_it_cannot_read_is_named(tmp_path, cls_dir, capsys, name, content, message):
+    """A .json file that is not one array of objects, and a CSV header naming a column twice: the file and line."""
+    path = tmp_path / name
+    path.write_text(content)
+    assert message.format(path=path) in fails(["cola", "--model", str(cls_dir), "--input", str(path)], capsys)
+
+
+def test_probabilities_keep_the_checkpoints_label_order(tmp_path, cls_dir, capsys):
+    """"probabilities" lists the labels in label id order (id2label), not alphabetically, each with its id's
+    probability: a checkpoint whose labels are not in alphabetical order."""
+    folder = tmp_path / "zyx"
+    shutil.copytree(cls_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    names = {"0": "zebra", "1": "apple", "2": "mango"}
+    (folder / "config.json").write_text(json.dumps({**config, "id2label": names,
+                                                    "label2id": {v: int(k) for k, v in names.items()}}))
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
+    out = predict(["cola", "--model", str(folder), "--input", str(tmp_path / "in.txt")], capsys)
+    model, tok = BertForSequenceClassification.from_pretrained(folder), load_tokenizer(folder)
+    want = classify(model, tok, SENTENCES, max_length=512, batch_size=8)  # [N, 3], in label id order
+    assert all(list(o["probabilities"]) == ["zebra", "apple", "mango"] for o in out)
+    torch.testing.assert_close(torch.tensor([list(o["probabilities"].values()) for o in out]), want)
+    assert [o["label"] for o in out[:3]] == ["zebra", "apple", "mango"]  # sentence i is label i (the cls_dir head)
+
+
+def test_a_bert_folder_without_model_type_is_read_as_training_reads_it(tmp_path, cls_dir, capsys):
+    """config.json without model_type: a BERT task takes it as BERT, as BertConfig (and so training) does."""
+    folder = tmp_path / "no_type"
+    shutil.copytree(cls_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "model_type"}))
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
+    argv = ["cola", "--input", str(tmp_path / "in.txt"), "--model"]
+    assert predict([*argv, str(folder)], capsys) == predict([*argv, str(cls_dir)], capsys)
+
+
+def test_cola_max_seq_length_cuts_and_counts(tmp_path, cls_dir, capsys):
+    """--max-seq-length cuts the sentences longer than it, and a note counts them: one of exactly that many tokens
+    is not cut (SENTENCES[0] is 9 tokens with [CLS] and [SEP])."""
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
     argv = ["cola", "--model", str(cls_dir), "--input", str(tmp_path / "in.txt")]
-    assert len(predict([*argv, "--max-length", "6"], capsys)) == len(SENTENCES)
-    main([*argv, "--max-length", "6"])
-    assert "note: 3 of 5 inputs are longer than --max-length 6 tokens and were cut to it" in capsys.readouterr().err
-    assert "(--max-length, 513): use at most 512" in fails([*argv, "--max-length", "513"], capsys)
+    assert len(predict([*argv, "--max-seq-length", "6"], capsys)) == len(SENTENCES)
+    main([*argv, "--max-seq-length", "6"])
+    assert "note: 3 of 5 inputs are longer than --max-seq-length 6 tokens and were cut to it" in capsys.readouterr().err
+    main([*argv, "--max-seq-length", "9"])
+    assert "note: 1 of 5 inputs are longer than --max-seq-length 9 tokens" in capsys.readouterr().err  # SENTENCES[3]
+    assert "(--max-seq-length, 513): use at most 512" in fails([*argv, "--max-seq-length", "513"], capsys)
 
 
 # ----------------------------------------------------------------------------- squad
@@ -176,24 +277,71 @@ def test_squad_from_stdin_and_the_null_threshold(tmp_path, qa_dir, capsys, monke
     assert all(o["answer"] == "" for o in never) and all(o["answer"] for o in always)
 
 
+def test_squad_reads_the_official_json(tmp_path, qa_dir, capsys, monkeypatch):
+    """The official SQuAD JSON (dev-v2.0.json) as input, from a file or (pretty-printed) stdin: one answer per
+    question, in order, as from JSONL."""
+    rows, _ = squad_inputs(tmp_path)
+    (tmp_path / "q.jsonl").write_text(jsonl(rows))
+    argv = ["squad", "--model", str(qa_dir), "--max-seq-length", "96", "--doc-stride", "48"]
+    official = predict([*argv, "--input", str(tmp_path / "dev.json")], capsys)
+    assert official == predict([*argv, "--input", str(tmp_path / "q.jsonl")], capsys) and len(official) == len(rows)
+    pretty = json.dumps(json.loads((tmp_path / "dev.json").read_text()), indent=2)
+    assert predict(argv, capsys, monkeypatch, stdin=pretty) == official
+
+
+def test_squad_notes_questions_cut_to_max_query_length(tmp_path, qa_dir, capsys):
+    """A question longer than --max-query-length tokens is cut to it, and a note counts it; one of exactly that
+    many tokens is not cut."""
+    context = "the river runs past the green house and the old stone bridge"
+    rows = [{"question": " ".join(["apple"] * n), "context": context} for n in (6, 7, 2)]  # one token per word
+    (tmp_path / "q.jsonl").write_text(jsonl(rows))
+    argv = ["squad", "--model", str(qa_dir), "--input", str(tmp_path / "q.jsonl"), "--max-query-length", "6"]
+    assert len(predict(argv, capsys)) == 3
+    main(argv)
+    assert "note: 1 of 3 questions are longer than --max-query-length 6 tokens and were cut to it" in \
+        capsys.readouterr().err
+    main([*argv[:-1], "7"])
+    assert "note" not in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- paraphrase
 
 def test_paraphrase_from_a_file_is_the_library_paraphrase(tmp_path, bart_dir, capsys):
+    """The generation flags go to the library's paraphrase as generate()'s arguments (--max-target-length as
+    max_length)."""
     (tmp_path / "in.jsonl").write_text(jsonl([{"source": s, "n": i} for i, s in enumerate(SENTENCES)]))
-    argv = ["paraphrase", "--model", str(bart_dir), "--input", str(tmp_path / "in.jsonl"), "--max-length", "8"]
+    argv = ["paraphrase", "--model", str(bart_dir), "--input", str(tmp_path / "in.jsonl"), "--max-target-length", "8"]
     beams = predict([*argv, "--num-beams", "3", "--num-return-sequences", "3"], capsys)
     assert [(o["source"], o["n"]) for o in beams] == [(s, i) for i, s in enumerate(SENTENCES)]
     assert all(len(o["paraphrases"]) == 3 and all(isinstance(p, str) for p in o["paraphrases"]) for o in beams)
     model, tok = BartForConditionalGeneration.from_pretrained(bart_dir), load_tokenizer(bart_dir)
     want = paraphrase(model, tok, SENTENCES, max_seq_length=512, batch_size=4, num_beams=3, num_return_sequences=3,
-                      max_length=8)
+                      no_repeat_ngram_size=3, max_length=8)  # the flags not given: train_paraphrase.py's
     assert [o["paraphrases"] for o in beams] == want
-    greedy = [o["paraphrases"] for o in predict(argv, capsys)]
+    greedy = [o["paraphrases"] for o in predict([*argv, "--num-beams", "1", "--no-repeat-ngram-size", "0"], capsys)]
     assert all(len(p) == 1 for p in greedy) and any(len(set(p[0].split())) < len(p[0].split()) for p in greedy)
     no_repeat = [o["paraphrases"][0] for o in predict([*argv, "--no-repeat-ngram-size", "1"], capsys)]
     assert all(len(set(p.split())) == len(p.split()) for p in no_repeat)  # no token twice, so no word twice
     shorter = [o["paraphrases"][0] for o in predict([*argv[:-1], "4"], capsys)]  # the start token and 3 more
     assert all(len(p.split()) <= 3 for p in shorter) and any(len(p[0].split()) > 3 for p in greedy)
+
+
+def test_paraphrase_without_generation_settings_decodes_as_training_evaluates(tmp_path, bart_dir, capsys):
+    """A checkpoint that sets no generation setting (as a BERT warm start saves it) is decoded with
+    train_paraphrase.py's evaluation settings, EVAL_GENERATION (its best beam), not transformers' greedy 20
+    tokens; one that sets any is decoded with its own, the rest transformers'."""
+    assert DEFAULT_GENERATION == {**EVAL_GENERATION, "num_return_sequences": 1}
+    assert not set(json.loads((bart_dir / "generation_config.json").read_text())) & set(GENERATION_DEFAULTS)
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
+    model, tok = BartForConditionalGeneration.from_pretrained(bart_dir), load_tokenizer(bart_dir)
+    out = predict(["paraphrase", "--model", str(bart_dir), "--input", str(tmp_path / "in.txt")], capsys)
+    want = paraphrase(model, tok, SENTENCES, max_seq_length=512, batch_size=4, **DEFAULT_GENERATION)
+    assert [o["paraphrases"] for o in out] == want
+    assert want != paraphrase(model, tok, SENTENCES, max_seq_length=512, batch_size=4)  # not transformers' greedy
+    model.config.max_length = 6  # a setting of its own: the others stay transformers'
+    out = predict(["paraphrase", "--model", str(saved(model, tmp_path / "own", bart_dir)), "--input",
+                   str(tmp_path / "in.txt")], capsys)
+    assert [o["paraphrases"] for o in out] == paraphrase(model, tok, SENTENCES, max_seq_length=512, batch_size=4)
 
 
 def test_paraphrase_from_stdin_defaults_to_the_generation_config(tmp_path, bart_dir, capsys, monkeypatch):
@@ -211,8 +359,8 @@ def test_paraphrase_from_stdin_defaults_to_the_generation_config(tmp_path, bart_
 
 def test_a_subprocess_reads_stdin_and_writes_stdout(bart_dir):
     done = subprocess.run([sys.executable, str(ROOT / "predict.py"), "paraphrase", "--model", str(bart_dir),
-                           "--max-length", "5"], input="Hello there.\nGood bye.\n", capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+                           "--max-target-length", "5"], input="Hello there.\nGood bye.\n", capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     out = [json.loads(line) for line in done.stdout.splitlines()]
     assert [o["source"] for o in out] == ["Hello there.", "Good bye."] and all(len(o["paraphrases"]) == 1 for o in out)
@@ -260,6 +408,13 @@ def test_a_checkpoint_of_the_wrong_kind_names_model(tmp_path, capsys, monkeypatc
     assert message in err and not (tmp_path / "out").exists()
 
 
+def test_a_run_folder_points_at_its_checkpoint(tmp_path, cls_dir, capsys, monkeypatch):
+    """--model naming a training run's folder instead of its checkpoint/: the error names the checkpoint."""
+    shutil.copytree(cls_dir, tmp_path / "run" / "checkpoint")
+    err = fails(["cola", "--model", str(tmp_path / "run")], capsys, monkeypatch, stdin="Yes.\n")
+    assert f"(--model): did you mean {tmp_path / 'run' / 'checkpoint'} (the run's checkpoint)?" in err
+
+
 def test_a_pytorch_model_bin_checkpoint_is_read_too(tmp_path, cls_dir, capsys, monkeypatch):
     folder = tmp_path / "bin"
     shutil.copytree(cls_dir, folder)
@@ -273,9 +428,12 @@ def test_a_pytorch_model_bin_checkpoint_is_read_too(tmp_path, cls_dir, capsys, m
 @pytest.mark.parametrize("flags, message", [
     (["--top-p", "1.5"], "argument --top-p: expected a number in (0, 1], got 1.5"),
     (["--num-beams", "2", "--num-return-sequences", "3"],
-     "argument --num-return-sequences: expected at most num_beams (2), got 3"),
-    (["--num-return-sequences", "2"], "argument --num-return-sequences: expected 1, or num_beams > 1 or do_sample"),
-    (["--max-length", "600"], "argument --max-length: expected at most 513: the decoder has 512 positions, got 600"),
+     "argument --num-return-sequences: expected at most --num-beams (2), got 3"),
+    (["--num-beams", "1", "--num-return-sequences", "2"],
+     "argument --num-return-sequences: expected 1, or --num-beams > 1 or --do-sample, got 2"),
+    (["--num-return-sequences", "5"], "argument --num-return-sequences: expected at most --num-beams (4), got 5"),
+    (["--max-target-length", "600"],
+     "argument --max-target-length: expected at most 513: the decoder has 512 positions, got 600"),
     (["--temperature", "0"], "argument --temperature: expected a finite number > 0, got 0"),
 ])
 def test_a_bad_generation_flag_is_named_before_anything_runs(tmp_path, bart_dir, capsys, flags, message):
@@ -290,7 +448,8 @@ def test_a_value_from_the_generation_config_says_so(tmp_path, bart_dir, capsys):
     model.config.num_beams, model.config.num_return_sequences = 4, 4
     saved(model, folder, bart_dir)
     err = fails(["paraphrase", "--model", str(folder), "--num-beams", "2"], capsys)
-    assert "argument --num-return-sequences: expected at most num_beams (2), got 4 from the generation config" in err
+    assert ("argument --num-return-sequences: expected at most --num-beams (2), got 4 from the generation config of "
+            f"{folder}; pass --num-return-sequences") in err
 
 
 def test_empty_input_gives_empty_output(tmp_path, cls_dir, bart_dir, qa_dir, capsys, monkeypatch):
@@ -299,3 +458,55 @@ def test_empty_input_gives_empty_output(tmp_path, cls_dir, bart_dir, qa_dir, cap
         main([task, "--model", str(folder), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o")])
         assert (tmp_path / "o").read_text() == ""
     assert predict(["cola", "--model", str(cls_dir)], capsys, monkeypatch, stdin="") == []
+
+
+def test_output_may_not_be_the_input(tmp_path, cls_dir, capsys):
+    """--output naming the input file (also through a link) is refused before anything runs: the input keeps
+    every byte."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(jsonl([{"sentence": s, "label": "gold"} for s in SENTENCES]))
+    before = path.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(path)
+    for output in (path, tmp_path / "link.jsonl", tmp_path / "." / "in.jsonl"):
+        err = fails(["cola", "--model", str(cls_dir), "--input", str(path), "--output", str(output)], capsys)
+        assert f"the input file itself (--output, '{output}')" in err and path.read_bytes() == before
+
+
+def test_output_that_is_not_a_regular_file_is_written_to(tmp_path, cls_dir, capsys):
+    """--output a pipe or a link (as /dev/stdout is) is written to and stays what it was; a regular file is
+    replaced whole."""
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
+    argv = ["cola", "--model", str(cls_dir), "--input", str(tmp_path / "in.txt"), "--output"]
+    want = predict(argv[:-1], capsys)
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    main([*argv, str(link)])
+    assert link.is_symlink() and [json.loads(x) for x in target.read_text().splitlines()] == want
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    main([*argv, str(fifo)])
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and [json.loads(x) for x in got[0].splitlines()] == want
+
+
+def test_the_task_comes_first(tmp_path, cls_dir, capsys):
+    """Leaving out the task says which tasks there are, not argparse's "invalid choice" for the next word."""
+    for argv in (["--model", str(cls_dir)], [str(cls_dir)], []):
+        with pytest.raises(SystemExit) as e:
+            run(main, argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: the task comes first: predict.py {squad,cola,paraphrase}")
+        assert "invalid choice" not in err and (not argv or repr(argv[0]) in err)
+
+
+def test_null_threshold_must_be_a_number(qa_dir, capsys):
+    """--null-threshold nan or inf is refused, as train_squad.py refuses it (nan would answer every question)."""
+    for value in ("nan", "inf"):
+        with pytest.raises(SystemExit) as e:
+            run(main, ["squad", "--model", str(qa_dir), "--null-threshold", value])
+        assert e.value.code == 2 and f"argument --null-threshold: expected a finite number, got '{value}'" in \
+            capsys.readouterr().err

@@ -2,11 +2,13 @@
 SQuAD as JSONL and the checks of SQuAD answers, and the Hub loaders' one-line errors. Every error names the
 file and the line (or the question), and says what is wrong with which value."""
 import json
+import re
+import unicodedata
 
 import pytest
 
 import data.hub
-from data.classification import LabeledText, label_names, read_labeled
+from data.classification import MIN_LONE_LABELS, LabeledText, label_names, read_labeled
 from data.cola import load_hub as load_cola_hub
 from data.files import read_json, read_table, read_text
 from data.paraphrase import Pair, read_pairs, read_squad_contexts
@@ -58,6 +60,39 @@ def test_table_errors_name_file_and_line(tmp_path, name, content, message):
         read_table(write(tmp_path / name, content), ["text", "label"])
 
 
+@pytest.mark.parametrize("content", [
+    '[{"text": "a", "label": 1}, {"text": "b", "label": "x"}]',  # one line, no final newline
+    '[\n  {\n    "text": "a",\n    "label": 1\n  },\n  {"text": "b", "label": "x"}\n]\n',  # pretty-printed
+])
+def test_json_array_rows_name_the_line_each_object_starts_on(tmp_path, content):
+    """A .json file is one JSON array of objects, on one line or many: a row per object, never per line."""
+    rows = read_table(write(tmp_path / "t.json", content), ["text", "label"])
+    assert [r.values for r in rows] == [{"text": "a", "label": 1}, {"text": "b", "label": "x"}]
+    assert [r.line for r in rows] == ([1, 1] if "\n" not in content.strip() else [2, 6])
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n', r"not valid JSON \(Extra data\) \(.*t\.json, line 2\)"),
+    ('{"text": "a", "label": 1}', r"expected a JSON array of objects, got dict \(.*t\.json\)"),
+    ('[\n {"text": "a", "label": 1},\n ["b", 0]\n]', r"expected a JSON object, got list \(.*t\.json, line 3\)"),
+    ('[\n {"text": "a", "label": 1},\n\n {"txt": "b"}]', r"missing columns? 'text'.* \(.*t\.json, line 4\)"),
+    ('[{"text": "a", "label": 1},]', r"not valid JSON .*\(.*t\.json, line 1\)"),
+])
+def test_json_array_errors_name_the_line(tmp_path, content, message):
+    with pytest.raises(UserError, match=message):
+        read_table(write(tmp_path / "t.json", content), ["text", "label"])
+
+
+@pytest.mark.parametrize("name, header", [("t.csv", "sentence,label,label"), ("t.tsv", "label\tsentence\tlabel")])
+def test_a_header_naming_a_column_twice_is_refused(tmp_path, name, header):
+    """A header naming a column twice would keep only the last of the two fields: refused, naming the column."""
+    sep = "," if name.endswith("csv") else "\t"
+    path = write(tmp_path / name, f"{header}\n" + sep.join(["a", "b", "c"]) + "\n")
+    with pytest.raises(UserError, match=r"the header names the column 'label' 2 times \(.*t\.[ct]sv, line 1\): "
+                                        r"give each column its own name"):
+        read_table(path, ["sentence"])
+
+
 def test_read_text_and_json(tmp_path):
     assert read_text(write(tmp_path / "a.txt", "\ufeffhé\n")) == "hé\n"
     with pytest.raises(UserError, match=r"not valid JSON .*\(.*a\.json, line 3\)"):
@@ -88,6 +123,46 @@ def test_read_labeled_strings_integers_and_label_order(tmp_path):
 def test_read_labeled_errors(tmp_path, content, message):
     with pytest.raises(UserError, match=message):
         read_labeled(write(tmp_path / "dev.csv", content), "text", "label", labels=["neg", "pos"])
+
+
+def test_labels_are_read_without_surrounding_whitespace(tmp_path):
+    """"1" and "1 " are one label, in the training file and in the validation file read against its labels."""
+    train = read_labeled(write(tmp_path / "train.csv", "text,label\na,1\nb,1 \nc, 0\nd,0\n"), "text", "label")
+    assert [r.label for r in train] == ["1", "1", "0", "0"] and label_names(train) == ["0", "1"]
+    dev = read_labeled(write(tmp_path / "dev.jsonl", '{"text": "e", "label": " 1\\t"}\n'), "text", "label", ["0", "1"])
+    assert dev == [LabeledText("e", "1")]
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["Sports", "politics", "sports"], r"the labels 'Sports' and 'sports' differ only in how they are written"),
+    (["very good", "bad", "very  good"], r"the labels 'very good' and 'very  good' differ only in how"),
+    (["1", "0", "01"], r"the labels '1' and '01' differ only in how they are written"),
+    ([f"Sentence number {i} here." for i in range(40)],
+     r"40 of the 40 rows have a label no other row has: the labels look like texts"),
+    (["a", "a", "b", "b", "c", "d", "e", "f", "g"], r"5 of the 9 rows have a label no other row has"),
+])
+def test_a_label_set_that_looks_accidental_is_refused(tmp_path, labels, message):
+    """The training file's labels: two written two ways (case, spaces, "01" and "1"), or about one per row (the
+    columns swapped): an error naming the file and the columns."""
+    path = write(tmp_path / "train.jsonl", "".join(json.dumps({"text": f"t{i}", "y": y}) + "\n"
+                                                   for i, y in enumerate(labels)))
+    with pytest.raises(UserError, match=message + r".*\(.*train\.jsonl, column 'y'\)"):
+        read_labeled(path, "text", "y")
+    if "look like texts" in message:
+        with pytest.raises(UserError, match=r"label column \('y', --label-column\).*text column \('text', "
+                                            r"--text-column\)"):
+            read_labeled(path, "text", "y")
+
+
+@pytest.mark.parametrize("labels", [
+    ["a", "a", "b", "b", "c", "d", "e", "f", "g", "g"],  # 5 lone labels in 10 rows: half, not more
+    ["a", "b", "c", "d", "a"],  # 3 lone labels of 5 rows: fewer than MIN_LONE_LABELS
+])
+def test_rare_labels_are_not_taken_for_swapped_columns(tmp_path, labels):
+    path = write(tmp_path / "train.jsonl", "".join(json.dumps({"text": f"t{i}", "y": y}) + "\n"
+                                                   for i, y in enumerate(labels)))
+    assert [r.label for r in read_labeled(path, "text", "y")] == labels
+    assert MIN_LONE_LABELS == 5
 
 
 def test_read_labeled_rejects_non_text_json_values(tmp_path):
@@ -184,6 +259,31 @@ def test_squad_duplicate_ids_and_malformed_lines(tmp_path):
         read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
 
 
+def test_an_empty_question_is_refused_in_both_layouts(tmp_path):
+    """A question without text: the JSONL reader and the official JSON reader both refuse it, naming it."""
+    rows = squad_rows()
+    rows[1]["question"] = "  "
+    with pytest.raises(UserError, match=r"expected a non-empty string \(.*dev\.jsonl, line 2, column 'question'"):
+        read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
+    with pytest.raises(UserError, match=r"qas\[1\]: empty question \(.*dev\.json, question 'b'\)"):
+        read_squad_file(as_official(tmp_path / "dev.json", rows))
+
+
+@pytest.mark.parametrize("context_form, answer_form", [("NFC", "NFD"), ("NFD", "NFC")])
+def test_an_answer_in_another_unicode_form_than_its_context_is_its_span(tmp_path, context_form, answer_form):
+    """An answer written "é" as e + a combining accent (NFD) against a context with the one character (NFC), or
+    the other way round: read as the context writes it, so that it is context[start:start + len(text)]."""
+    context = unicodedata.normalize(context_form, "Le café de Zoé est ouvert.")
+    answer = unicodedata.normalize(answer_form, "café de Zoé")
+    assert answer not in context
+    start = context.index(unicodedata.normalize(context_form, answer))
+    rows = [{"id": "a", "title": "t", "context": context, "question": "Où?",
+             "answers": {"text": [answer], "answer_start": [start]}}]
+    (ex,) = read_squad_file(as_jsonl(tmp_path / "dev.jsonl", rows))
+    assert ex.answer_texts == [context[start:start + len(ex.answer_texts[0])]]
+    assert unicodedata.normalize("NFC", ex.answer_texts[0]) == unicodedata.normalize("NFC", answer)
+
+
 @pytest.mark.parametrize("kwargs, name, value", [
     ({"doc_stride": 0}, "doc_stride", 0), ({"doc_stride": -5}, "doc_stride", -5),
     ({"max_seq_length": 0}, "max_seq_length", 0), ({"max_query_length": 0}, "max_query_length", 0),
@@ -262,3 +362,61 @@ def test_quora_comes_from_a_parquet_copy(monkeypatch):
     pairs = load_paraphrase_hub("quora", "train")
     assert pairs == [Pair("How do I learn Python?", "What is the best way to learn Python?")]
     assert calls == [(("sentence-transformers/quora-duplicates", "pair-class"), {"split": "train"})]
+
+
+@pytest.fixture
+def hub_answers(monkeypatch):
+    """The Hub answers (the environment asks for nothing offline); `load_dataset` is the test's to replace."""
+    datasets = pytest.importorskip("datasets")
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(data.hub, "hub_reachable", lambda: True)
+    return datasets
+
+
+def raises(error: Exception):
+    def load_dataset(*args, **kwargs):
+        raise error
+    return load_dataset
+
+
+HUB_LOADERS = [  # (a loader, the data set it names)
+    (load_cola_hub, "nyu-mll/glue cola"),
+    (lambda: load_squad_hub("2.0", "train"), "rajpurkar/squad_v2"),
+    (lambda: load_paraphrase_hub("paws", "train"), "google-research-datasets/paws labeled_final"),
+]
+
+
+@pytest.mark.parametrize("load, name", HUB_LOADERS)
+@pytest.mark.parametrize("error, message", [
+    (lambda d: d.exceptions.DatasetNotFoundError("Dataset doesn't exist on the Hub"),
+     r"{name} is not on the Hugging Face Hub \(renamed or removed\) \(https://huggingface\.co\): pass --data-dir"),
+    (lambda d: RuntimeError("Dataset scripts are no longer supported, but found glue.py"),
+     r"{name} on the Hugging Face Hub is a loading script, which datasets .* no longer runs: pass --data-dir"),
+])
+def test_a_renamed_or_scripted_hub_dataset_is_one_line(hub_answers, monkeypatch, load, name, error, message):
+    """datasets' errors for a data set that is not on the Hub, or that is still a loading script: one line naming
+    it and saying what to pass instead, as for an unreachable Hub."""
+    monkeypatch.setattr(hub_answers, "load_dataset", raises(error(hub_answers)))
+    with pytest.raises(UserError, match=message.format(name=re.escape(name))) as e:
+        load()
+    assert "\n" not in str(e.value)
+
+
+def test_another_runtime_error_of_the_hub_is_not_hidden(hub_answers, monkeypatch):
+    monkeypatch.setattr(hub_answers, "load_dataset", raises(RuntimeError("something else broke")))
+    with pytest.raises(RuntimeError, match="something else broke"):
+        load_cola_hub()
+
+
+def test_mrpc_test_split_is_refused_saying_why(hub_answers, monkeypatch):
+    """GLUE's MRPC test split has no labels (all -1, so no positive pair): refused with the reason, instead of an
+    empty set of pairs; its validation split is the 'dev' one."""
+    calls = []
+    rows = [{"sentence1": "A b.", "sentence2": "B a.", "label": 1}, {"sentence1": "C.", "sentence2": "D.", "label": 0}]
+    monkeypatch.setattr(hub_answers, "load_dataset", lambda *a, **k: calls.append((a, k)) or rows)
+    with pytest.raises(ValueError, match=r"mrpc has no 'test' split .*: GLUE hides MRPC's test labels \(they are all "
+                                         r"-1\): use 'dev'.*msr_paraphrase_test\.txt"):
+        load_paraphrase_hub("mrpc", "test")
+    assert calls == [] and load_paraphrase_hub("mrpc", "dev") == [Pair("A b.", "B a.")]
+    assert calls == [(("nyu-mll/glue", "mrpc"), {"split": "validation"})]

@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 import torch
+from conftest import HAS_MATPLOTLIB, needs_matplotlib
 from fit_helpers import Dense, Tiny, make_data, step_losses, token_loss, train
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -225,7 +226,8 @@ def test_fit_logs_checkpoints_and_stops(tmp_path):
     assert ckpt == tmp_path / "checkpoint" and res["checkpoint"] == str(ckpt)
     assert {"config.json", "model.safetensors", "training_state.pt", "trainer_state.json"} <= {
         p.name for p in ckpt.iterdir()}
-    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", "log.jsonl", "train.log", "curves.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", "log.jsonl", "train.log"} | (
+        {"curves.png"} if HAS_MATPLOTLIB else set())
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert (state["step"], state["epoch"], state["step_in_epoch"]) == (5, 1, 2) and state["settings"]["lr"] == 1e-2
     assert [s for s, _ in state["losses"]] == [2, 4, 5]
@@ -382,6 +384,7 @@ def test_save_total_limit_and_optimizer_state(tmp_path):
         train(tmp_path / "c", resume=True)
 
 
+@needs_matplotlib
 def test_tensorboard_and_curves(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     train(tmp_path / "a", report_to="tensorboard", evaluate=lambda m: {"acc": 0.5}, metric="acc")
