@@ -65,6 +65,9 @@ def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: boo
     parent = out
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"a part of the path is a file, not a folder ({parent})", "--output-dir", str(out),
+                        "choose another --output-dir")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError("cannot write there (permission denied)", "--output-dir", str(parent),
                         "choose a folder you can write to")

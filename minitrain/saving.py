@@ -23,9 +23,8 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from minicore.checkpoint import copy_tokenizer_files
-from minicore.files import atomic_write
 from minicore.errors import UserError
-from minicore.files import io_error, to_json, write_json, write_text
+from minicore.files import atomic_write, io_error, to_json, write_json, write_text
 
 STATE_FILE = "training_state.pt"
 WEIGHTS_FILE = "model.safetensors"  # what save_pretrained writes
@@ -59,8 +58,9 @@ def _write_folder(tmp: Path, model: nn.Module, tokenizer_from, write_rest) -> No
             copy_tokenizer_files(tokenizer_from, tmp)
         write_rest(tmp)
     except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as a RuntimeError
+        error = io_error(getattr(e, "filename", None) or tmp, e)  # first: removing the folder frees the disk
         shutil.rmtree(tmp, ignore_errors=True)
-        raise io_error(getattr(e, "filename", None) or tmp, e) from None
+        raise error from None
 
 
 def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, trainer_state: dict, tensors: dict | None,

@@ -1,0 +1,97 @@
+"""A run folder's edges: a full disk, a file-size limit, a file where a folder should be. Each is refused before
+anything is written, or named."""
+import errno
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fit_helpers import Tiny
+
+import train_cola
+from minicore.errors import UserError
+from minicore.files import write_text
+from minitrain.runs import RunLog
+from minitrain.saving import checkpoints, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- disks and files
+
+def test_a_full_disk_is_named_though_removing_the_partial_checkpoint_frees_it(tmp_path, monkeypatch):
+    """torch.save reports a full disk as "unexpected pos": the free space is measured before the partial
+    checkpoint.tmp is removed (whose removal frees the disk), so the error says the disk is full."""
+    real = shutil.disk_usage
+
+    def usage(path):  # the disk is full while the partial checkpoint is there
+        return real(path)._replace(free=0) if (tmp_path / "checkpoint.tmp").exists() else real(path)
+
+    def save_on_a_full_disk(obj, f):
+        Path(f).write_bytes(b"\0" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 27456 vs 27348")
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    with pytest.raises(OSError) as error:
+        save_checkpoint(tmp_path, Tiny(), {"step": 1}, {"optimizer": {}})
+    assert error.value.strerror == ("[enforce fail at inline_container.cc:672] . unexpected pos 27456 vs 27348; "
+                                    "the disk is full")
+    assert error.value.filename == str(tmp_path / "checkpoint.tmp") and not list(tmp_path.iterdir())
+
+
+def test_a_failed_write_names_a_full_disk_its_clean_up_frees(tmp_path, monkeypatch):
+    """write_text's partial temp file fills the disk: the error says so, though the file is removed."""
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=0) if any(tmp_path.glob(".*.tmp"))
+                        else real(p))
+
+    def short_write(self, text, **kw):
+        open(self, "w").write(text[:3])
+        raise OSError("write failed")
+    monkeypatch.setattr(Path, "write_text", short_write)
+    with pytest.raises(OSError) as error:
+        write_text(tmp_path / "metrics.json", "{}")
+    assert error.value.strerror == "write failed; the disk is full" and not list(tmp_path.iterdir())
+
+
+CHILD = """
+import resource, sys, torch
+sys.path.insert(0, "tests")
+from fit_helpers import Tiny
+from minitrain.cli import run
+from minitrain.saving import save_checkpoint
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+run(lambda argv: save_checkpoint(sys.argv[1], Tiny(), {"step": 1}, {"state": torch.zeros(int(sys.argv[3]))}), [])
+"""
+
+
+@pytest.mark.parametrize("limit,writer", [(100_000, "unexpected pos"), (600, "File too large")])
+def test_a_file_size_limit_is_named(tmp_path, limit, writer):
+    """A file-size limit (ulimit -f) stops torch.save ("unexpected pos") or safetensors (the weights, over 600
+    bytes): one line that names the limit, and no partial checkpoint left."""
+    out = tmp_path / "out"
+    child = subprocess.run([sys.executable, "-c", CHILD, str(out), str(limit), "50000"], cwd=ROOT, text=True,
+                           capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.returncode == 1 and child.stderr.count("\n") == 1, child.stderr
+    assert child.stderr.startswith("error: ") and writer in child.stderr
+    assert child.stderr.endswith(f"; a file reached the file-size limit of {limit} bytes (ulimit -f) "
+                                 f"({out / 'checkpoint.tmp'})\n")
+    assert not (out / "checkpoint.tmp").exists() and not checkpoints(out)
+
+
+def test_an_output_dir_under_a_file_says_so(tmp_path, tiny_bert_dir):
+    """A path component that is a regular file is named as such (it was "permission denied"), before anything."""
+    (tmp_path / "notes").write_text("mine")
+    notes = re.escape(str(tmp_path / "notes"))
+    with pytest.raises(UserError, match=rf"a part of the path is a file, not a folder \({notes}\) "
+                                        rf"\(--output-dir, '{notes}/run'\)"):
+        train_cola.main(["--model", str(tiny_bert_dir), "--output-dir", str(tmp_path / "notes" / "run"),
+                         "--data-dir", str(tmp_path / "missing"), "--device", "cpu"])
+    assert [p.name for p in tmp_path.iterdir()] == ["notes"]
+    with pytest.raises(OSError, match="a part of the path is a file, not a folder") as error:
+        RunLog(tmp_path / "notes" / "run")  # the same cause, met while writing
+    assert error.value.errno == errno.ENOTDIR
