@@ -1,5 +1,5 @@
-"""A run folder's edges: a full disk, a file-size limit, a file where a folder should be. Each is refused before
-anything is written, or named."""
+"""A run folder's edges: ~ in any path flag, negative numbers as flag values, a full disk, a file-size limit, a file
+where a folder should be. Each is refused before anything is written, or named."""
 import errno
 import os
 import re
@@ -11,14 +11,78 @@ from pathlib import Path
 import pytest
 import torch
 from fit_helpers import Tiny
+from test_cola import write_cola
 
+import predict
 import train_cola
+import train_paraphrase
+import train_squad
 from minicore.errors import UserError
 from minicore.files import write_text
+from minitrain.cli import PATH_FLAGS
 from minitrain.runs import RunLog
 from minitrain.saving import checkpoints, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- ~ in path flags
+
+@pytest.mark.parametrize("parse,argv", [
+    (train_cola.parse_args, ["--model=~/m", "--output-dir=~/o", "--data-dir=~/d"]),
+    (train_cola.parse_args, ["--train-file=~/t", "--validation-file=~/v", "--test-file=~/s"]),
+    (train_squad.parse_args, ["--data-dir=~/d", "--train-file=~/t", "--dev-file=~/e", "--output-dir=~"]),
+    (train_paraphrase.parse_args, ["--train-file=~/t", "--validation-file=~/v", "--test-file=~/s",
+                                   "--denoise-text", "~/a.json", "~/b.json"]),
+    (train_paraphrase.parse_args, ["--data-dir=~/d"]),
+    (predict.parse_args, ["cola", "--model=~/m", "--input=~/i", "--output=~/o"]),
+])
+def test_tilde_is_expanded_in_every_path_flag(monkeypatch, tmp_path, parse, argv):
+    """The shell leaves ~ after "=" (--output-dir=~/x): each path flag expands it, so a run never writes into a
+    folder named "~"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = vars(parse(argv))
+    given = dict(a[2:].split("=~") for a in argv if "=~" in a)  # dest-like flag name -> the path after ~
+    assert {f"--{flag}" for flag in given} <= set(PATH_FLAGS)
+    assert {flag: args[flag.replace("-", "_")] for flag in given} == {f: str(tmp_path) + rest for f, rest in
+                                                                      given.items()}
+    if "--denoise-text" in argv:
+        assert args["denoise_text"] == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+
+
+def test_a_run_with_a_tilde_output_dir_writes_under_home(monkeypatch, tmp_path, tiny_bert_dir):
+    """--output-dir=~/run writes to $HOME/run, not to a folder named "~" in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    data = write_cola(tmp_path / "cola")
+    train_cola.main(["--model", str(tiny_bert_dir), "--data-dir", str(data), "--output-dir=~/run", "--device", "cpu",
+                     "--batch-size", "8", "--max-steps", "1"])
+    assert (tmp_path / "home" / "run" / "metrics.json").is_file() and not (tmp_path / "~").exists()
+
+
+# ----------------------------------------------------------------------------- negative numbers
+
+@pytest.mark.parametrize("parse,argv,error", [
+    (train_cola.parse_args, ["--lr", "-1e-5"], "argument --lr: expected a value > 0, got '-1e-5'"),
+    (train_cola.parse_args, ["--weight-decay", "-1E-2"], "argument --weight-decay: expected a value >= 0, got '-1E-2'"),
+    (train_cola.parse_args, ["--lr", "-inf"], "argument --lr: expected a finite number, got '-inf'"),
+    (train_cola.parse_args, ["--lr", "-x"], "argument --lr: expected one argument"),  # not a number: an option
+    (train_paraphrase.parse_args, ["--denoise-lr", "-2.5e-5"], "argument --denoise-lr: expected a value > 0"),
+])
+def test_a_negative_number_reaches_the_flags_own_check(capsys, parse, argv, error):
+    """argparse alone reads -1e-5 as an option ("expected one argument"); each number form is a value that the
+    flag's own check then judges, in one line."""
+    with pytest.raises(SystemExit) as exit_:
+        parse(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"error: {error}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["-1e-3", "-2E-3", "-.5e+1", "-3"])
+def test_a_negative_null_threshold_in_scientific_notation_is_a_value(value):
+    """A negative --null-threshold in any notation is a value of train_squad.py and predict.py."""
+    assert train_squad.parse_args(["--null-threshold", value]).null_threshold == float(value)
+    assert predict.parse_args(["squad", "--model", "m", "--null-threshold", value]).null_threshold == float(value)
 
 
 # ----------------------------------------------------------------------------- disks and files
