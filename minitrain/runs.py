@@ -10,8 +10,10 @@
 
 A folder holds a run when it has a log, metrics, a checkpoint or a best model. A new run refuses such a
 folder unless --resume (continue it) or --overwrite (replace it) is given, so a failed start never
-touches an earlier run's files. `subruns` names subfolders that belong to the run (train_paraphrase.py's
-denoise/). Under torchrun rank 0 alone writes; every function here is safe to call on every rank.
+touches an earlier run's files. --overwrite clears every file the old run wrote, its results included, and
+is refused when --model or data lies among them. `subruns` names subfolders that belong to the run
+(train_paraphrase.py's denoise/). Under torchrun rank 0 alone writes; every function here is safe to call on
+every rank.
 """
 import argparse
 import fcntl
@@ -27,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minicore.errors import UserError
+from minitrain.cli import INPUT_PATH_FLAGS
 from minitrain.distributed import backend, broadcast_object, init_distributed, is_main_process, local_rank, world_size
 from minicore.files import io_error, to_json, write_json
 from minitrain.options import TrainConfig
@@ -39,15 +42,39 @@ _locks = {}  # this process's lock files, by folder: a run that failed in this p
 
 
 def run_files(folder: Path) -> list[Path]:
-    """What a run wrote in `folder` (its script's outputs aside)."""
+    """What marks `folder` as holding a run: its log, metrics, checkpoints, best model (the scripts' results aside)."""
     names = ("log.jsonl", "train.log", "metrics.json", "curves.png", "tensorboard", "checkpoint", "checkpoint.tmp",
              "best", "best.tmp", "best.old")
     return [folder / n for n in names if (folder / n).exists()] + sorted(folder.glob("checkpoint-*"))
 
 
-def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: bool, subruns=()) -> None:
+def written_files(folder: Path) -> list[Path]:
+    """Every file a run writes in `folder`: run_files and the scripts' results, all of which --overwrite clears (an
+    old predictions_test.tsv must not stay beside a new metrics.json without a test set)."""
+    results = ("samples.md", "predictions.json", "null_odds.json", "generations.jsonl", "predictions_*.tsv")
+    return run_files(folder) + sorted(p for pattern in results for p in folder.glob(pattern))
+
+
+def _within(path: str | os.PathLike, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_inputs(folders: list[Path], inputs) -> None:
+    """Refuse to --overwrite what the run reads: a --model or data (`inputs`: (flag, path) pairs) inside a file or
+    folder of the run, which the clean-up would delete after the model is loaded."""
+    cleared = [p for f in folders for p in written_files(f)]
+    for flag, path in inputs:
+        hit = next((c for c in cleared if _within(path, c)), None)
+        if hit is not None:
+            raise UserError(f"--overwrite would delete what the run reads ({hit} is part of the old run)", flag,
+                            str(path), "copy it out of --output-dir and give that copy, or choose another --output-dir")
+
+
+def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: bool, subruns=(), inputs=()) -> None:
     """Refuse a folder that holds a run (unless --resume or --overwrite), --resume without a checkpoint,
-    a folder another process is training in, or one that cannot be created. Writes nothing."""
+    --overwrite of what the run reads (`inputs`: (flag, path) pairs), a folder another process is training in,
+    or one that cannot be created. Writes nothing."""
     out = Path(output_dir)
     folders = [out, *(out / s for s in subruns)]
     if out.exists() and not out.is_dir():
@@ -62,6 +89,8 @@ def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: boo
     if not resume and not overwrite and any(run_files(f) for f in folders):
         raise UserError("the folder already holds a run", "--output-dir", str(out),
                         "pass --resume to continue it, --overwrite to replace it, or choose another --output-dir")
+    if overwrite:
+        _check_inputs(folders, inputs)
     parent = out
     while not parent.exists():
         parent = parent.parent
@@ -114,7 +143,7 @@ def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, torc
                                         f"processes x --grad-accum-steps {cfg.grad_accum_steps})")
 
     def check() -> None:
-        check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, subruns)
+        check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, subruns, _input_paths(args))
         ckpt = last_checkpoint(cfg.output_dir) if cfg.resume else None
         if ckpt is not None:  # the settings it can tell now; fit checks the data too
             check_settings(read_trainer_state(ckpt).get("settings", {}), cfg.settings(), ckpt)
@@ -122,6 +151,15 @@ def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, torc
     configure_torch(cfg.tf32, cfg.deterministic)
     set_seed(cfg.seed)
     return cfg, device, t0
+
+
+def _input_paths(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(flag, path) of each file or folder the run reads, as given."""
+    pairs = []
+    for flag in INPUT_PATH_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        pairs += [(flag, v) for v in (value if isinstance(value, list) else [value]) if v]
+    return pairs
 
 
 def _lock(folder: Path) -> None:
@@ -180,7 +218,7 @@ def start_run(cfg: TrainConfig, subruns=(), fingerprints: dict[str, str] | None 
             raise io_error(out, e) from None
         _lock(out)
         if cfg.overwrite:
-            for path in (p for f in [out, *(out / s for s in subruns)] for p in run_files(f)):
+            for path in (p for f in [out, *(out / s for s in subruns)] for p in written_files(f)):
                 if path.is_dir():
                     shutil.rmtree(path)
                 else:

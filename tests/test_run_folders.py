@@ -1,6 +1,8 @@
-"""A run folder's edges: ~ in any path flag, negative numbers as flag values, a full disk, a file-size limit, a file
-where a folder should be. Each is refused before anything is written, or named."""
+"""A run folder's edges: --overwrite never deletes what the run reads and leaves nothing of the old run, ~ in any
+path flag, negative numbers as flag values, a full disk, a file-size limit, a file where a folder should be. Each
+is refused before anything is written, or named."""
 import errno
+import json
 import os
 import re
 import shutil
@@ -12,6 +14,7 @@ import pytest
 import torch
 from fit_helpers import Tiny
 from test_cola import write_cola
+from test_run_faults import cola_run, finished_cola, snapshot  # noqa: F401 (fixtures)
 
 import predict
 import train_cola
@@ -20,10 +23,76 @@ import train_squad
 from minicore.errors import UserError
 from minicore.files import write_text
 from minitrain.cli import PATH_FLAGS
-from minitrain.runs import RunLog
+from minitrain.runs import RunLog, check_output_dir, written_files
 from minitrain.saving import checkpoints, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sentences(path: Path, n: int = 40) -> Path:
+    """A CSV of `n` sentences with two labels, for train_cola.py --train-file."""
+    rows = [f"the sentence number {i} is {'fine' if i % 2 else 'odd'},{'yes' if i % 2 else 'no'}" for i in range(n)]
+    path.write_text("sentence,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- --overwrite and what the run reads
+
+@pytest.mark.parametrize("flag,inside", [("--model", "checkpoint"), ("--model", "checkpoint-2"),
+                                         ("--train-file", "predictions_in_domain.tsv")])
+def test_overwrite_refuses_to_delete_what_the_run_reads(cola_run, tiny_bert_dir, flag, inside):
+    """--model or data inside a file or folder that --overwrite would clear: refused before anything is loaded or
+    written, naming the flag (the clean-up used to delete the model after loading it, leaving no checkpoint)."""
+    argv, out = cola_run
+    argv = ["--model", str(tiny_bert_dir), "--output-dir", str(out), "--device", "cpu", "--overwrite"]
+    argv += [flag, str(out / inside)] + (["--data-dir", str(ROOT / "missing")] if flag == "--model" else [])
+    before = snapshot(out)
+    path = re.escape(str(out / inside))
+    with pytest.raises(UserError, match=rf"--overwrite would delete what the run reads \({path} is part of the old "
+                                        rf"run\) \({flag}, '{path}'\): copy it out of --output-dir"):
+        train_cola.main(argv)
+    assert snapshot(out) == before
+
+
+def test_overwrite_may_read_a_file_it_keeps(cola_run):
+    """Data that sits in --output-dir but is no file of the run is kept by --overwrite, so it may be read."""
+    argv, out = cola_run
+    data = write_sentences(out / "sentences.csv")
+    argv = argv[:argv.index("--data-dir")] + argv[argv.index("--data-dir") + 2:]
+    train_cola.main(argv + ["--train-file", str(data), "--overwrite", "--max-steps", "1"])
+    assert data.is_file() and json.loads((out / "metrics.json").read_text())["steps"] == 1
+
+
+def test_overwrite_inputs_in_a_subrun_are_refused(tmp_path):
+    """A subrun's files (train_paraphrase.py's denoise/) are cleared too, so what the run reads there is refused."""
+    (tmp_path / "denoise" / "checkpoint").mkdir(parents=True)
+    with pytest.raises(UserError, match="--denoise-text"):
+        check_output_dir(tmp_path, False, True, ["denoise"],
+                         [("--denoise-text", str(tmp_path / "denoise" / "checkpoint" / "squad.json"))])
+    check_output_dir(tmp_path, False, True, ["denoise"], [("--denoise-text", str(tmp_path / "denoise" / "a.json"))])
+
+
+def test_overwrite_clears_every_file_of_the_old_run(cola_run, tmp_path):
+    """--overwrite clears the old run's results too: a run without a test set leaves no old predictions_*.tsv
+    beside its metrics.json that says "test: none"."""
+    argv, out = cola_run
+    assert {p.name for p in written_files(out)} == {p.name for p in out.iterdir()} - {"run.lock"}
+    assert sorted(p.name for p in out.glob("predictions_*.tsv")) == ["predictions_in_domain.tsv",
+                                                                      "predictions_out_of_domain.tsv"]
+    argv = argv[:argv.index("--data-dir")] + argv[argv.index("--data-dir") + 2:]
+    train_cola.main(argv + ["--train-file", str(write_sentences(tmp_path / "own.csv")), "--overwrite",
+                            "--max-steps", "1"])
+    assert json.loads((out / "metrics.json").read_text())["data"]["test"] == "none (no --test-file)"
+    assert not list(out.glob("predictions_*.tsv"))
+    assert "validation" in (out / "samples.md").read_text()  # the new run's samples, of its validation set
+
+
+def test_written_files_holds_every_scripts_results(tmp_path):
+    """Each script's result files are among what --overwrite clears (train_squad.py, train_paraphrase.py)."""
+    names = ["samples.md", "predictions.json", "null_odds.json", "generations.jsonl", "predictions_test.tsv"]
+    for name in names + ["notes.txt", "data.jsonl"]:
+        (tmp_path / name).write_text("x")
+    assert sorted(p.name for p in written_files(tmp_path)) == sorted(names)
 
 
 # ----------------------------------------------------------------------------- ~ in path flags
