@@ -35,7 +35,8 @@ from minicore.files import io_error, to_json, write_json
 from minitrain.options import TrainConfig
 from minitrain.reporting import require_tensorboard
 from minicore.runtime import configure_torch, pick_device, resolve_precision, set_seed
-from minitrain.saving import check_settings, checkpoints, last_checkpoint, read_trainer_state
+from minitrain.saving import (TRAINER_STATE, check_settings, checkpoint_folders, checkpoints, last_checkpoint,
+                             read_trainer_state)
 
 LOCK_FILE = "run.lock"
 _locks = {}  # this process's lock files, by folder: a run that failed in this process does not hold it against the next
@@ -71,6 +72,22 @@ def _check_inputs(folders: list[Path], inputs) -> None:
                             str(path), "copy it out of --output-dir and give that copy, or choose another --output-dir")
 
 
+def _no_checkpoint_to_resume(out: Path, folders: list[Path]) -> UserError:
+    """--resume where no checkpoint is whole: what to do, without advice to delete a model the user may want
+    (--overwrite would clear an unfinished checkpoint and best/)."""
+    unfinished = [p for f in folders for p in checkpoint_folders(f) if not (p / TRAINER_STATE).is_file()]
+    models = unfinished + [f / "best" for f in folders if (f / "best").is_dir()]
+    if unfinished:
+        what = f"no checkpoint to resume: {unfinished[0]} has no {TRAINER_STATE} (damaged or unfinished)"
+    elif any(run_files(f) for f in folders):
+        what = "no checkpoint to resume (the run there saved none)"
+    else:
+        return UserError("no checkpoint to resume", "--output-dir", str(out), "leave out --resume")
+    keep = (f"to keep {' and '.join(map(str, models))}, move {'them' if len(models) > 1 else 'it'} out of --output-dir "
+            "(a new run can start from its weights with --model); then " if models else "")
+    return UserError(what, "--output-dir", str(out), keep + "pass --overwrite to start again there")
+
+
 def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: bool, subruns=(), inputs=()) -> None:
     """Refuse a folder that holds a run (unless --resume or --overwrite), --resume without a checkpoint,
     --overwrite of what the run reads (`inputs`: (flag, path) pairs), a folder another process is training in,
@@ -83,9 +100,7 @@ def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: boo
         raise UserError("--resume continues the run in the folder, --overwrite replaces it", "--output-dir", str(out),
                         "pass one of them")
     if resume and not any(last_checkpoint(f) for f in folders):
-        held = any(run_files(f) for f in folders)
-        raise UserError("no checkpoint to resume" + (" (the run there saved none)" if held else ""), "--output-dir",
-                        str(out), "pass --overwrite to start again there" if held else "leave out --resume")
+        raise _no_checkpoint_to_resume(out, folders)
     if not resume and not overwrite and any(run_files(f) for f in folders):
         raise UserError("the folder already holds a run", "--output-dir", str(out),
                         "pass --resume to continue it, --overwrite to replace it, or choose another --output-dir")
@@ -144,9 +159,8 @@ def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, torc
 
     def check() -> None:
         check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, subruns, _input_paths(args))
-        ckpt = last_checkpoint(cfg.output_dir) if cfg.resume else None
-        if ckpt is not None:  # the settings it can tell now; fit checks the data too
-            check_settings(read_trainer_state(ckpt).get("settings", {}), cfg.settings(), ckpt)
+        if cfg.resume:  # the settings it can tell now; fit checks the data too
+            _check_resumed(Path(cfg.output_dir), cfg.settings())
     _on_main_process(check)
     configure_torch(cfg.tf32, cfg.deterministic)
     set_seed(cfg.seed)
@@ -194,14 +208,15 @@ def _unlock(folder: Path) -> None:
         f.close()
 
 
-def _check_data(folder: Path, fingerprint: str) -> None:
-    """Refuse other training data than that of the newest readable checkpoint in `folder`."""
+def _check_resumed(folder: Path, settings: dict) -> None:
+    """Refuse other `settings` than those of the newest checkpoint in `folder` whose trainer_state.json reads
+    (fit falls back past the others, and says so)."""
     for ckpt in checkpoints(folder):
         try:
             saved = read_trainer_state(ckpt)["settings"]
         except (OSError, ValueError, KeyError):
-            continue  # fit falls back to an older checkpoint, and says so
-        return check_settings(saved, {"data": fingerprint}, ckpt)
+            continue
+        return check_settings(saved, settings, ckpt)
 
 
 def start_run(cfg: TrainConfig, subruns=(), fingerprints: dict[str, str] | None = None) -> "RunLog":
@@ -210,7 +225,7 @@ def start_run(cfg: TrainConfig, subruns=(), fingerprints: dict[str, str] | None 
     of its training data}): --resume with other data is refused here, before the folder is touched."""
     out = Path(cfg.output_dir)
     if cfg.resume and fingerprints:
-        _on_main_process(lambda: [_check_data(out / f, fp) for f, fp in fingerprints.items()])
+        _on_main_process(lambda: [_check_resumed(out / f, {"data": fp}) for f, fp in fingerprints.items()])
     if is_main_process():
         try:
             out.mkdir(parents=True, exist_ok=True)

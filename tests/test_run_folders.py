@@ -1,6 +1,6 @@
 """A run folder's edges: --overwrite never deletes what the run reads and leaves nothing of the old run, ~ in any
-path flag, negative numbers as flag values, a full disk, a file-size limit, a file where a folder should be. Each
-is refused before anything is written, or named."""
+path flag, negative numbers as flag values, a full disk, a file-size limit, a file where a folder should be, and
+--resume past a checkpoint without trainer_state.json. Each is refused before anything is written, or named."""
 import errno
 import json
 import os
@@ -24,7 +24,7 @@ from minicore.errors import UserError
 from minicore.files import write_text
 from minitrain.cli import PATH_FLAGS
 from minitrain.runs import RunLog, check_output_dir, written_files
-from minitrain.saving import checkpoints, save_checkpoint
+from minitrain.saving import checkpoints, load_for_resume, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,3 +228,60 @@ def test_an_output_dir_under_a_file_says_so(tmp_path, tiny_bert_dir):
     with pytest.raises(OSError, match="a part of the path is a file, not a folder") as error:
         RunLog(tmp_path / "notes" / "run")  # the same cause, met while writing
     assert error.value.errno == errno.ENOTDIR
+
+
+# ----------------------------------------------------------------------------- checkpoints without trainer_state.json
+
+def test_resume_without_a_whole_checkpoint_says_how_to_keep_it(cola_run):
+    """The only checkpoints lack trainer_state.json: --resume names one and says to move it away before
+    --overwrite (which would delete it), instead of a bare "pass --overwrite"; nothing is written."""
+    argv, out = cola_run
+    for ckpt in checkpoints(out):
+        (ckpt / "trainer_state.json").unlink()
+    before = snapshot(out)
+    with pytest.raises(UserError) as error:
+        train_cola.main(argv + ["--resume"])
+    assert str(error.value) == (
+        f"no checkpoint to resume: {out / 'checkpoint'} has no trainer_state.json (damaged or unfinished) "
+        f"(--output-dir, '{out}'): to keep {out / 'checkpoint'} and {out / 'checkpoint-2'}, move them out of "
+        "--output-dir (a new run can start from its weights with --model); then pass --overwrite to start again there")
+    assert snapshot(out) == before
+
+
+def test_resume_without_a_checkpoint_but_with_a_best_model_says_how_to_keep_it(tmp_path):
+    """A run that saved its best model but no checkpoint: the advice to --overwrite says to move best/ first."""
+    (tmp_path / "log.jsonl").write_text("")
+    (tmp_path / "best").mkdir()
+    best = re.escape(str(tmp_path / "best"))
+    with pytest.raises(UserError, match=r"no checkpoint to resume \(the run there saved none\) .*: to keep "
+                                        rf"{best}, move it out of --output-dir .*; then pass --overwrite"):
+        check_output_dir(tmp_path, True, False)
+    (tmp_path / "best").rmdir()
+    with pytest.raises(UserError, match=r"saved none\) \(--output-dir, '.*'\): pass --overwrite to start again there$"):
+        check_output_dir(tmp_path, True, False)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_resume_passes_a_latest_checkpoint_without_a_readable_trainer_state(cola_run, damage):
+    """The latest checkpoint's trainer_state.json is missing or cut short: --resume goes on from the previous
+    whole checkpoint and the log says why (a cut one was a JSONDecodeError traceback before the model loaded)."""
+    argv, out = cola_run
+    state = out / "checkpoint" / "trainer_state.json"
+    if damage == "missing":
+        state.unlink()
+    else:
+        state.write_text(state.read_text()[:20])
+    metrics = train_cola.main(argv + ["--resume", "--max-steps", "3"])
+    log = (out / "train.log").read_text()
+    note = f"{out / 'checkpoint'} has no trainer_state.json" if damage == "missing" else f"{state} is unreadable"
+    assert note in log and f"resuming from {out / 'checkpoint-2'} at step 2" in log and metrics["steps"] == 3
+
+
+def test_no_readable_checkpoint_is_never_advised_to_be_deleted(tmp_path):
+    """When no checkpoint reads, the advice keeps the user's data: move it away, then --overwrite."""
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "trainer_state.json").write_text("{")
+    with pytest.raises(UserError) as error:
+        load_for_resume(tmp_path)
+    assert "unreadable" in str(error.value) and "delete" not in str(error.value)
+    assert "move the damaged checkpoints out of --output-dir" in str(error.value)
