@@ -10,6 +10,7 @@ its traceback.
 """
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,13 +28,35 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+# The flags whose value is a path (a list of paths for --denoise-text), in the three scripts and predict.py; of
+# these, what a run reads (--overwrite must not clear it).
+INPUT_PATH_FLAGS = ("--model", "--data-dir", "--train-file", "--validation-file", "--test-file", "--dev-file",
+                    "--denoise-text", "--input")
+PATH_FLAGS = (*INPUT_PATH_FLAGS, "--output-dir", "--output")
+
+# What argparse takes for a value rather than an option when it starts with "-": its own pattern knows only -1 and
+# -.5, so "--lr -1e-5" was "expected one argument"; now the flag's type judges the number (inf and nan included).
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors, defaults in --help, and the --debug flag of `run`."""
+    """argparse with one-line errors, defaults in --help, the --debug flag of `run`, negative numbers in any
+    notation as values, and ~ expanded in every path flag (the shell leaves it in --output-dir=~/x)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
         self.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None)
+            if set(action.option_strings) & set(PATH_FLAGS) and value is not None:
+                setattr(namespace, action.dest, [os.path.expanduser(v) for v in value] if isinstance(value, list)
+                        else os.path.expanduser(value))
+        return namespace, extras
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

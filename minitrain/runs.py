@@ -10,8 +10,10 @@
 
 A folder holds a run when it has a log, metrics, a checkpoint or a best model. A new run refuses such a
 folder unless --resume (continue it) or --overwrite (replace it) is given, so a failed start never
-touches an earlier run's files. `subruns` names subfolders that belong to the run (train_paraphrase.py's
-denoise/). Under torchrun rank 0 alone writes; every function here is safe to call on every rank.
+touches an earlier run's files. --overwrite clears every file the old run wrote, its results included, and
+is refused when --model or data lies among them. `subruns` names subfolders that belong to the run
+(train_paraphrase.py's denoise/). Under torchrun rank 0 alone writes; every function here is safe to call on
+every rank.
 """
 import argparse
 import fcntl
@@ -27,27 +29,69 @@ import torch
 from tqdm.auto import tqdm
 
 from minicore.errors import UserError
+from minitrain.cli import INPUT_PATH_FLAGS
 from minitrain.distributed import backend, broadcast_object, init_distributed, is_main_process, local_rank, world_size
 from minicore.files import io_error, to_json, write_json
 from minitrain.options import TrainConfig
 from minitrain.reporting import require_tensorboard
 from minicore.runtime import configure_torch, pick_device, resolve_precision, set_seed
-from minitrain.saving import check_settings, checkpoints, last_checkpoint, read_trainer_state
+from minitrain.saving import (TRAINER_STATE, check_settings, checkpoint_folders, checkpoints, last_checkpoint,
+                             read_trainer_state)
 
 LOCK_FILE = "run.lock"
 _locks = {}  # this process's lock files, by folder: a run that failed in this process does not hold it against the next
 
 
 def run_files(folder: Path) -> list[Path]:
-    """What a run wrote in `folder` (its script's outputs aside)."""
+    """What marks `folder` as holding a run: its log, metrics, checkpoints, best model (the scripts' results aside)."""
     names = ("log.jsonl", "train.log", "metrics.json", "curves.png", "tensorboard", "checkpoint", "checkpoint.tmp",
              "best", "best.tmp", "best.old")
     return [folder / n for n in names if (folder / n).exists()] + sorted(folder.glob("checkpoint-*"))
 
 
-def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: bool, subruns=()) -> None:
+def written_files(folder: Path) -> list[Path]:
+    """Every file a run writes in `folder`: run_files and the scripts' results, all of which --overwrite clears (an
+    old predictions_test.tsv must not stay beside a new metrics.json without a test set)."""
+    results = ("samples.md", "predictions.json", "null_odds.json", "generations.jsonl", "predictions_*.tsv")
+    return run_files(folder) + sorted(p for pattern in results for p in folder.glob(pattern))
+
+
+def _within(path: str | os.PathLike, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_inputs(folders: list[Path], inputs) -> None:
+    """Refuse to --overwrite what the run reads: a --model or data (`inputs`: (flag, path) pairs) inside a file or
+    folder of the run, which the clean-up would delete after the model is loaded."""
+    cleared = [p for f in folders for p in written_files(f)]
+    for flag, path in inputs:
+        hit = next((c for c in cleared if _within(path, c)), None)
+        if hit is not None:
+            raise UserError(f"--overwrite would delete what the run reads ({hit} is part of the old run)", flag,
+                            str(path), "copy it out of --output-dir and give that copy, or choose another --output-dir")
+
+
+def _no_checkpoint_to_resume(out: Path, folders: list[Path]) -> UserError:
+    """--resume where no checkpoint is whole: what to do, without advice to delete a model the user may want
+    (--overwrite would clear an unfinished checkpoint and best/)."""
+    unfinished = [p for f in folders for p in checkpoint_folders(f) if not (p / TRAINER_STATE).is_file()]
+    models = unfinished + [f / "best" for f in folders if (f / "best").is_dir()]
+    if unfinished:
+        what = f"no checkpoint to resume: {unfinished[0]} has no {TRAINER_STATE} (damaged or unfinished)"
+    elif any(run_files(f) for f in folders):
+        what = "no checkpoint to resume (the run there saved none)"
+    else:
+        return UserError("no checkpoint to resume", "--output-dir", str(out), "leave out --resume")
+    keep = (f"to keep {' and '.join(map(str, models))}, move {'them' if len(models) > 1 else 'it'} out of --output-dir "
+            "(a new run can start from its weights with --model); then " if models else "")
+    return UserError(what, "--output-dir", str(out), keep + "pass --overwrite to start again there")
+
+
+def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: bool, subruns=(), inputs=()) -> None:
     """Refuse a folder that holds a run (unless --resume or --overwrite), --resume without a checkpoint,
-    a folder another process is training in, or one that cannot be created. Writes nothing."""
+    --overwrite of what the run reads (`inputs`: (flag, path) pairs), a folder another process is training in,
+    or one that cannot be created. Writes nothing."""
     out = Path(output_dir)
     folders = [out, *(out / s for s in subruns)]
     if out.exists() and not out.is_dir():
@@ -56,15 +100,18 @@ def check_output_dir(output_dir: str | os.PathLike, resume: bool, overwrite: boo
         raise UserError("--resume continues the run in the folder, --overwrite replaces it", "--output-dir", str(out),
                         "pass one of them")
     if resume and not any(last_checkpoint(f) for f in folders):
-        held = any(run_files(f) for f in folders)
-        raise UserError("no checkpoint to resume" + (" (the run there saved none)" if held else ""), "--output-dir",
-                        str(out), "pass --overwrite to start again there" if held else "leave out --resume")
+        raise _no_checkpoint_to_resume(out, folders)
     if not resume and not overwrite and any(run_files(f) for f in folders):
         raise UserError("the folder already holds a run", "--output-dir", str(out),
                         "pass --resume to continue it, --overwrite to replace it, or choose another --output-dir")
+    if overwrite:
+        _check_inputs(folders, inputs)
     parent = out
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"a part of the path is a file, not a folder ({parent})", "--output-dir", str(out),
+                        "choose another --output-dir")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError("cannot write there (permission denied)", "--output-dir", str(parent),
                         "choose a folder you can write to")
@@ -111,14 +158,22 @@ def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, torc
                                         f"processes x --grad-accum-steps {cfg.grad_accum_steps})")
 
     def check() -> None:
-        check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, subruns)
-        ckpt = last_checkpoint(cfg.output_dir) if cfg.resume else None
-        if ckpt is not None:  # the settings it can tell now; fit checks the data too
-            check_settings(read_trainer_state(ckpt).get("settings", {}), cfg.settings(), ckpt)
+        check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, subruns, _input_paths(args))
+        if cfg.resume:  # the settings it can tell now; fit checks the data too
+            _check_resumed(Path(cfg.output_dir), cfg.settings())
     _on_main_process(check)
     configure_torch(cfg.tf32, cfg.deterministic)
     set_seed(cfg.seed)
     return cfg, device, t0
+
+
+def _input_paths(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(flag, path) of each file or folder the run reads, as given."""
+    pairs = []
+    for flag in INPUT_PATH_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        pairs += [(flag, v) for v in (value if isinstance(value, list) else [value]) if v]
+    return pairs
 
 
 def _lock(folder: Path) -> None:
@@ -153,14 +208,15 @@ def _unlock(folder: Path) -> None:
         f.close()
 
 
-def _check_data(folder: Path, fingerprint: str) -> None:
-    """Refuse other training data than that of the newest readable checkpoint in `folder`."""
+def _check_resumed(folder: Path, settings: dict) -> None:
+    """Refuse other `settings` than those of the newest checkpoint in `folder` whose trainer_state.json reads
+    (fit falls back past the others, and says so)."""
     for ckpt in checkpoints(folder):
         try:
             saved = read_trainer_state(ckpt)["settings"]
         except (OSError, ValueError, KeyError):
-            continue  # fit falls back to an older checkpoint, and says so
-        return check_settings(saved, {"data": fingerprint}, ckpt)
+            continue
+        return check_settings(saved, settings, ckpt)
 
 
 def start_run(cfg: TrainConfig, subruns=(), fingerprints: dict[str, str] | None = None) -> "RunLog":
@@ -169,7 +225,7 @@ def start_run(cfg: TrainConfig, subruns=(), fingerprints: dict[str, str] | None 
     of its training data}): --resume with other data is refused here, before the folder is touched."""
     out = Path(cfg.output_dir)
     if cfg.resume and fingerprints:
-        _on_main_process(lambda: [_check_data(out / f, fp) for f, fp in fingerprints.items()])
+        _on_main_process(lambda: [_check_resumed(out / f, {"data": fp}) for f, fp in fingerprints.items()])
     if is_main_process():
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +233,7 @@ def start_run(cfg: TrainConfig, subruns=(), fingerprints: dict[str, str] | None 
             raise io_error(out, e) from None
         _lock(out)
         if cfg.overwrite:
-            for path in (p for f in [out, *(out / s for s in subruns)] for p in run_files(f)):
+            for path in (p for f in [out, *(out / s for s in subruns)] for p in written_files(f)):
                 if path.is_dir():
                     shutil.rmtree(path)
                 else:

@@ -23,21 +23,26 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from minicore.checkpoint import copy_tokenizer_files
-from minicore.files import atomic_write
 from minicore.errors import UserError
-from minicore.files import io_error, to_json, write_json, write_text
+from minicore.files import atomic_write, io_error, to_json, write_json, write_text
 
 STATE_FILE = "training_state.pt"
 WEIGHTS_FILE = "model.safetensors"  # what save_pretrained writes
 TRAINER_STATE = "trainer_state.json"
 
 
-def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """The complete checkpoints of the run in `output_dir`, newest first."""
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint folders of the run in `output_dir`, complete or not, newest first."""
     out = Path(output_dir)
     older = sorted((p for p in out.glob("checkpoint-*") if p.name[len("checkpoint-"):].isdigit()),
                    key=lambda p: int(p.name[len("checkpoint-"):]), reverse=True)
-    return [p for p in [out / "checkpoint", *older] if (p / TRAINER_STATE).is_file()]
+    return [p for p in [out / "checkpoint", *older] if p.is_dir()]
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The complete checkpoints of the run in `output_dir` (those with trainer_state.json, written last), newest
+    first."""
+    return [p for p in checkpoint_folders(output_dir) if (p / TRAINER_STATE).is_file()]
 
 
 def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
@@ -59,8 +64,9 @@ def _write_folder(tmp: Path, model: nn.Module, tokenizer_from, write_rest) -> No
             copy_tokenizer_files(tokenizer_from, tmp)
         write_rest(tmp)
     except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as a RuntimeError
+        error = io_error(getattr(e, "filename", None) or tmp, e)  # first: removing the folder frees the disk
         shutil.rmtree(tmp, ignore_errors=True)
-        raise io_error(getattr(e, "filename", None) or tmp, e) from None
+        raise error from None
 
 
 def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, trainer_state: dict, tensors: dict | None,
@@ -107,12 +113,15 @@ def save_best(output_dir: str | os.PathLike, model: nn.Module, evaluation: dict,
 def load_for_resume(output_dir: str | os.PathLike) -> tuple[Path, dict, dict, list[str]]:
     """-> (checkpoint, trainer state, training_state.pt's tensors, notes) of the newest checkpoint that
     reads; `notes` name each newer one that did not, and why."""
-    found = checkpoints(output_dir)
-    if not found:
+    if not checkpoints(output_dir):
         raise UserError("no checkpoint to resume", "--output-dir", str(output_dir),
                         "start the run without --resume")
     notes, first_error = [], None
-    for ckpt in found:
+    for ckpt in checkpoint_folders(output_dir):
+        if not (ckpt / TRAINER_STATE).is_file():
+            notes.append(f"{ckpt} has no {TRAINER_STATE} (damaged or unfinished)")
+            first_error = first_error or notes[-1]
+            continue
         try:
             state = read_trainer_state(ckpt)
         except (OSError, ValueError) as e:
@@ -137,8 +146,9 @@ def load_for_resume(output_dir: str | os.PathLike) -> tuple[Path, dict, dict, li
             first_error = first_error or notes[-1]
             continue
         return ckpt, state, tensors, notes
-    raise UserError(f"cannot resume: {first_error}", fix="delete the damaged checkpoint, or start again with "
-                                                          "--overwrite")
+    raise UserError(f"cannot resume: {first_error}", fix="move the damaged checkpoints out of --output-dir if you "
+                    "want to keep them (a new run can start from whole weights with --model), then pass --overwrite "
+                    "to start again there")
 
 
 def check_settings(saved: dict, current: dict, checkpoint: Path) -> None:
