@@ -1,5 +1,54 @@
-"""The layers BERT and BART share, as modules."""
-from torch import nn
+"""The layers BERT and BART share, as modules: the feed-forward network and the post-LN Transformer block.
+
+A post-LN block (Vaswani et al. 2017, section 5.4) follows every sub-layer with dropout, a residual add and
+LayerNorm: x = LayerNorm(x + Dropout(Sublayer(x))). BERT's layers and BART's encoder layers are this block; BART's
+decoder layers add cross-attention between its two sub-layers (minibart.model.DecoderBlock).
+"""
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minicore.attention import Packing, SelfAttention
+from minicore.fused import Dropout, dropout, gelu_linear
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN with exact (erf) GELU: down(Dropout(GELU(up(x)))), the dropout being BART's
+    activation_dropout (BERT has none)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.up(x)  # [..., hidden]
+        if type(self.down) is nn.Linear:  # the plain projection gelu_linear was written for: keep h, not GELU(h)
+            return gelu_linear(h, self.down.weight, self.down.bias, self.dropout, self.training)
+        return self.down(dropout(F.gelu(h), self.dropout, self.training))  # a wrapped one (LoRA, int8) runs itself
+
+
+class Block(nn.Module):
+    """Post-LN Transformer block: self-attention, then the FFN, each x = LayerNorm(x + Dropout(Sublayer(x)))."""
+
+    def __init__(self, dim: int, n_heads: int, ffn_dim: int, eps: float, dropout: float,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, impl: str = "sdpa"):
+        super().__init__()
+        self.attn = SelfAttention(dim, n_heads, attention_dropout, impl)
+        self.attn_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn = FeedForward(dim, ffn_dim, activation_dropout)
+        self.ffn_norm = nn.LayerNorm(dim, eps=eps)
+        self.drop = Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, packing: Packing | None = None) -> Tensor:
+        """x [B, L, D], mask bool [B|1, 1, 1|L, L] or None; or with a packing the real tokens [n, D]
+        (see SelfAttention.forward)."""
+        x = self.attn_norm(x + self.drop(self.attn(x, mask, packing=packing)))
+        return self.feed_forward(x)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The second sub-layer: x [..., D] -> LayerNorm(x + Dropout(FFN(x)))."""
+        return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
 def init_weights(model: nn.Module, std: float) -> None:
