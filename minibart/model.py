@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from minicore.attention import CrossAttention, padding_mask
 from minicore.checkpoint import resolve
 from minicore.fused import Dropout
-from minicore.layers import Block, init_weights
+from minicore.layers import Block, GradientCheckpointing, init_weights
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
@@ -139,7 +139,7 @@ class DecoderBlock(Block):
         return self.feed_forward(x)
 
 
-class _Stack(nn.Module):
+class _Stack(GradientCheckpointing, nn.Module):
     """What the encoder and decoder share: token embedding, learned positions, embedding LayerNorm."""
 
     def __init__(self, c: BartConfig, embed_tokens: nn.Embedding):
@@ -180,7 +180,7 @@ class BartEncoder(_Stack):
         mask = padding_mask(attention_mask)  # [B, 1, 1, S] or None
         x = self.embed(input_ids, sparse_grad=sparse_grad)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = self.run_block(layer, x, mask)
         return x
 
 
@@ -224,13 +224,16 @@ class BartDecoder(_Stack):
         cache_mask = cache.mask(positions) if cache is not None else None  # the same for every layer
         x = self.embed(input_ids, positions, sparse_grad)
         for i, (layer, (k, v)) in enumerate(zip(self.layers, cross, strict=True)):
-            x = layer(x, k, v, memory_mask, cache, i, positions, cache_mask)
+            if cache is None:
+                x = self.run_block(layer, x, k, v, memory_mask)
+            else:
+                x = layer(x, k, v, memory_mask, cache, i, positions, cache_mask)
         if cache is not None:
             cache.pos += input_ids.size(1)  # in place: a captured step advances it on replay
         return x
 
 
-class BartPreTrainedModel(BartPretrainedMixin, nn.Module):
+class BartPreTrainedModel(BartPretrainedMixin, GradientCheckpointing, nn.Module):
     config_class = BartConfig
 
     def init_weights(self) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from minicore.attention import Packing, padding_mask
 from minicore.fused import Dropout
-from minicore.layers import Block, init_weights
+from minicore.layers import Block, GradientCheckpointing, init_weights
 
 from .checkpoint import BertPretrainedMixin
 from .config import BertConfig
@@ -43,7 +43,7 @@ def bert_block(c: BertConfig) -> Block:
                  c.attention_probs_dropout_prob, impl=c.attn_implementation)
 
 
-class BertPreTrainedModel(BertPretrainedMixin, nn.Module):
+class BertPreTrainedModel(BertPretrainedMixin, GradientCheckpointing, nn.Module):
     config_class = BertConfig
 
     def init_weights(self) -> None:
@@ -83,7 +83,7 @@ class BertModel(BertPreTrainedModel):
         if packing is not None:
             x = packing.pack(x)  # [n, H]
         for layer in self.layers:
-            x = layer(x, mask, packing)
+            x = self.run_block(layer, x, mask, packing)
         return x if packing is None else packing.unpack(x)
 
     def pool(self, hidden: Tensor) -> Tensor:

@@ -1,11 +1,14 @@
-"""The layers BERT and BART share, as modules: the feed-forward network and the post-LN Transformer block.
+"""The layers BERT and BART share, as modules: the feed-forward network, the post-LN Transformer block, and running a
+stack of blocks with gradient checkpointing.
 
 A post-LN block (Vaswani et al. 2017, section 5.4) follows every sub-layer with dropout, a residual add and
 LayerNorm: x = LayerNorm(x + Dropout(Sublayer(x))). BERT's layers and BART's encoder layers are this block; BART's
 decoder layers add cross-attention between its two sub-layers (minibart.model.DecoderBlock).
 """
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from minicore.attention import Packing, SelfAttention
 from minicore.fused import Dropout, dropout, gelu_linear
@@ -49,6 +52,33 @@ class Block(nn.Module):
     def feed_forward(self, x: Tensor) -> Tensor:
         """The second sub-layer: x [..., D] -> LayerNorm(x + Dropout(FFN(x)))."""
         return self.ffn_norm(x + self.drop(self.ffn(x)))
+
+
+class GradientCheckpointing:
+    """gradient_checkpointing_enable / _disable, as transformers' models have them: with it on, each block of a
+    stack keeps only its input for the backward pass and computes its forward again there (Chen et al. 2016,
+    "Training Deep Nets with Sublinear Memory Cost"): activation memory of one block instead of all of them, for
+    about one more forward pass. A stack runs its blocks through `run_block`."""
+
+    gradient_checkpointing = False
+
+    def gradient_checkpointing_enable(self) -> None:
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    def _set_gradient_checkpointing(self, on: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, GradientCheckpointing):
+                m.gradient_checkpointing = on
+
+    def run_block(self, block: nn.Module, *args) -> Tensor:
+        """block(*args), checkpointed when training with checkpointing on. The recomputation draws the same dropout
+        masks (checkpoint restores the random state), so the gradients are the plain run's."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
 
 def init_weights(model: nn.Module, std: float) -> None:
