@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from minicore.attention import Packing, SelfAttention
-from minicore.fused import Dropout, dropout, gelu_linear
+from minicore.fused import Dropout, gelu_linear
 
 
 class FeedForward(nn.Module):
@@ -22,13 +22,13 @@ class FeedForward(nn.Module):
         super().__init__()
         self.up = nn.Linear(dim, hidden)
         self.down = nn.Linear(hidden, dim)
-        self.dropout = dropout
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.up(x)  # [..., hidden]
         if type(self.down) is nn.Linear:  # the plain projection gelu_linear was written for: keep h, not GELU(h)
-            return gelu_linear(h, self.down.weight, self.down.bias, self.dropout, self.training)
-        return self.down(dropout(F.gelu(h), self.dropout, self.training))  # a wrapped one (LoRA, int8) runs itself
+            return gelu_linear(h, self.down.weight, self.down.bias, self.drop.p, self.training)
+        return self.down(self.drop(F.gelu(h)))  # a wrapped projection (LoRA, int8) runs its own forward
 
 
 class Block(nn.Module):
@@ -57,8 +57,9 @@ class Block(nn.Module):
 class GradientCheckpointing:
     """gradient_checkpointing_enable / _disable, as transformers' models have them: with it on, each block of a
     stack keeps only its input for the backward pass and computes its forward again there (Chen et al. 2016,
-    "Training Deep Nets with Sublinear Memory Cost"): activation memory of one block instead of all of them, for
-    about one more forward pass. A stack runs its blocks through `run_block`."""
+    "Training Deep Nets with Sublinear Memory Cost"): the blocks' inputs and one block's activations at a time are
+    kept instead of every block's activations, for about one more forward pass. A stack runs its blocks through
+    `run_block`."""
 
     gradient_checkpointing = False
 
