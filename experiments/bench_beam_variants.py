@@ -45,7 +45,7 @@ def candidates_one_stage(log_probs, beam_scores, n, do_sample):
 def decoder_self_attention(model, impl: str) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     for layer in model.model.decoder.layers:
-        stack.enter_context(patched(layer.self_attn, "impl", impl))
+        stack.enter_context(patched(layer.attn, "impl", impl))
     return stack
 
 

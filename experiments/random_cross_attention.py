@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 
 from minibart import BartForConditionalGeneration
-from minibert.model import init_weights
 from minicore.checkpoint import copy_tokenizer_files
+from minicore.layers import init_weights
 
 
 def randomize_cross_attention(model: BartForConditionalGeneration) -> None:
     """Each decoder layer's cross-attention and its LayerNorm as a fresh BART initializes them:
     N(0, init_std) weights, zero biases, unit LayerNorm."""
     for layer in model.model.decoder.layers:
-        init_weights(layer.encoder_attn, model.config.init_std)
-        init_weights(layer.encoder_attn_layer_norm, model.config.init_std)
+        init_weights(layer.cross_attn, model.config.init_std)
+        init_weights(layer.cross_attn_norm, model.config.init_std)
 
 
 def main(argv=None) -> Path:

@@ -28,41 +28,34 @@ from minicore.tokenizer import load_tokenizer
 
 from .config import BartConfig
 
+LAYER_KEY_MAP = {  # HF module of a layer -> ours (minicore.layers.Block, minibart.model.DecoderBlock)
+    "self_attn.q_proj": "attn.q",  # q, k, v are fused into attn.qkv (_fuse_attention)
+    "self_attn.k_proj": "attn.k",
+    "self_attn.v_proj": "attn.v",
+    "self_attn.out_proj": "attn.out",
+    "self_attn_layer_norm": "attn_norm",
+    "encoder_attn.q_proj": "cross_attn.q",  # decoder layers only; k, v are fused into cross_attn.kv
+    "encoder_attn.k_proj": "cross_attn.k",
+    "encoder_attn.v_proj": "cross_attn.v",
+    "encoder_attn.out_proj": "cross_attn.out",
+    "encoder_attn_layer_norm": "cross_attn_norm",
+    "fc1": "ffn.up",
+    "fc2": "ffn.down",
+    "final_layer_norm": "ffn_norm",
+}
 BART_KEY_MAP = {  # HF name (without "model.") -> ours (the same prefix) where they differ; "{}" = layer index.
-    # Every other name (embeddings, LayerNorms, fc1, fc2) is the same on both sides. Self-attention's q, k, v are
-    # then fused into self_attn.qkv, cross-attention's k, v into encoder_attn.kv (_fuse_attention).
-    "encoder.layers.{}.self_attn.q_proj.weight": "encoder.layers.{}.self_attn.q.weight",
-    "encoder.layers.{}.self_attn.q_proj.bias": "encoder.layers.{}.self_attn.q.bias",
-    "encoder.layers.{}.self_attn.k_proj.weight": "encoder.layers.{}.self_attn.k.weight",
-    "encoder.layers.{}.self_attn.k_proj.bias": "encoder.layers.{}.self_attn.k.bias",
-    "encoder.layers.{}.self_attn.v_proj.weight": "encoder.layers.{}.self_attn.v.weight",
-    "encoder.layers.{}.self_attn.v_proj.bias": "encoder.layers.{}.self_attn.v.bias",
-    "encoder.layers.{}.self_attn.out_proj.weight": "encoder.layers.{}.self_attn.out.weight",
-    "encoder.layers.{}.self_attn.out_proj.bias": "encoder.layers.{}.self_attn.out.bias",
-    "decoder.layers.{}.self_attn.q_proj.weight": "decoder.layers.{}.self_attn.q.weight",
-    "decoder.layers.{}.self_attn.q_proj.bias": "decoder.layers.{}.self_attn.q.bias",
-    "decoder.layers.{}.self_attn.k_proj.weight": "decoder.layers.{}.self_attn.k.weight",
-    "decoder.layers.{}.self_attn.k_proj.bias": "decoder.layers.{}.self_attn.k.bias",
-    "decoder.layers.{}.self_attn.v_proj.weight": "decoder.layers.{}.self_attn.v.weight",
-    "decoder.layers.{}.self_attn.v_proj.bias": "decoder.layers.{}.self_attn.v.bias",
-    "decoder.layers.{}.self_attn.out_proj.weight": "decoder.layers.{}.self_attn.out.weight",
-    "decoder.layers.{}.self_attn.out_proj.bias": "decoder.layers.{}.self_attn.out.bias",
-    "decoder.layers.{}.encoder_attn.q_proj.weight": "decoder.layers.{}.encoder_attn.q.weight",
-    "decoder.layers.{}.encoder_attn.q_proj.bias": "decoder.layers.{}.encoder_attn.q.bias",
-    "decoder.layers.{}.encoder_attn.k_proj.weight": "decoder.layers.{}.encoder_attn.k.weight",
-    "decoder.layers.{}.encoder_attn.k_proj.bias": "decoder.layers.{}.encoder_attn.k.bias",
-    "decoder.layers.{}.encoder_attn.v_proj.weight": "decoder.layers.{}.encoder_attn.v.weight",
-    "decoder.layers.{}.encoder_attn.v_proj.bias": "decoder.layers.{}.encoder_attn.v.bias",
-    "decoder.layers.{}.encoder_attn.out_proj.weight": "decoder.layers.{}.encoder_attn.out.weight",
-    "decoder.layers.{}.encoder_attn.out_proj.bias": "decoder.layers.{}.encoder_attn.out.bias",
+    # Every other name (embeddings, their LayerNorm) is the same on both sides.
+    f"{side}.layers.{{}}.{hf}.{p}": f"{side}.layers.{{}}.{ours}.{p}"
+    for side in ("encoder", "decoder") for hf, ours in LAYER_KEY_MAP.items() for p in ("weight", "bias")
+    if side == "decoder" or not hf.startswith("encoder_attn")
 }
 EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 BART_IGNORED = re.compile(r"^((encoder|decoder)\.version|.*position_ids)$")  # fairseq / HF leftovers
 
 
 def _fuse_attention(state: dict) -> dict:
-    self_attn = {k: v for k, v in state.items() if ".self_attn." in k}
-    cross = {k: v for k, v in state.items() if ".encoder_attn." in k}
+    self_attn = {k: v for k, v in state.items() if ".attn." in k}
+    cross = {k: v for k, v in state.items() if ".cross_attn." in k}
     rest = {k: v for k, v in state.items() if k not in self_attn and k not in cross}
     return {**rest, **fuse(self_attn, ("q", "k", "v"), "qkv"), **fuse(cross, ("k", "v"), "kv")}
 
@@ -109,21 +102,22 @@ def bart_to_hf(state_dict: dict[str, Tensor], tie_word_embeddings: bool = True) 
 
 
 class BartPretrainedMixin(PretrainedMixin):
-    """minibert's from_pretrained / save_pretrained, plus generation_config.json and tied embeddings."""
+    """from_pretrained / save_pretrained for BART's models: BART's key map, tied embeddings, and
+    generation_config.json next to config.json."""
 
     base_prefix = "model."
     other_heads = ("lm_head.", "final_logits_bias", "classification_head.", "qa_outputs.")
-
-    @classmethod
-    def read_hf_config(cls, folder: Path) -> BartConfig:
-        return BartConfig.from_hf_dict(read_config(folder), read_config(folder, "generation_config.json", False),
-                                       source=str(Path(folder) / "config.json"))
 
     def from_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         return bart_from_hf(state_dict, self.config.tie_word_embeddings)
 
     def to_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         return bart_to_hf(state_dict, self.config.tie_word_embeddings)
+
+    @classmethod
+    def read_hf_config(cls, folder: Path) -> BartConfig:
+        return BartConfig.from_hf_dict(read_config(folder), read_config(folder, "generation_config.json", False),
+                                       source=str(Path(folder) / "config.json"))
 
     def save_pretrained(self, folder) -> None:
         """config.json and model.safetensors (HF names), then generation_config.json, each atomic."""
@@ -160,9 +154,9 @@ def bert_to_bart_state(bert: dict[str, Tensor], n_layers: int) -> dict[str, Tens
 
     Both sides: word embeddings (shared, tied to the LM head), positions with BERT's token-type-0
     embedding folded in (BART has no token types) placed after BART's 2 offset rows, the embedding
-    LayerNorm, and per layer self-attention, its LayerNorm, the FFN and its LayerNorm. Decoder
-    cross-attention starts as a copy of the same layer's self-attention (query from q, keys/values
-    from k, v) with the attention-output LayerNorm. final_logits_bias starts at zero.
+    LayerNorm, and every layer as it is (BERT's layers and BART's are the same block under the same names).
+    Decoder cross-attention starts as a copy of the same layer's self-attention (query from q, keys/values
+    from k, v) with its LayerNorm. final_logits_bias starts at zero.
     """
     b = {k.removeprefix("bert."): v for k, v in bert.items()}
     word = b["embeddings.word.weight"]
@@ -174,19 +168,13 @@ def bert_to_bart_state(bert: dict[str, Tensor], n_layers: int) -> dict[str, Tens
         out[f"model.{side}.embed_positions.weight"] = positions
         out[f"model.{side}.layernorm_embedding.weight"] = b["embeddings.norm.weight"]
         out[f"model.{side}.layernorm_embedding.bias"] = b["embeddings.norm.bias"]
-    layer = {"attn.qkv": "self_attn.qkv", "attn.out": "self_attn.out", "attn_norm": "self_attn_layer_norm",
-             "ffn.up": "fc1", "ffn.down": "fc2", "ffn_norm": "final_layer_norm"}
-    cross = {"attn.out": "encoder_attn.out", "attn_norm": "encoder_attn_layer_norm"}
-    for i in range(n_layers):
+        out |= {f"model.{side}.{k}": v for k, v in b.items() if k.startswith("layers.")}
+    for i in range(n_layers):  # what differs: cross-attention, a copy of self-attention
+        self_attn, cross = f"layers.{i}.attn", f"model.decoder.layers.{i}.cross_attn"
         for p in ("weight", "bias"):
-            for ours, bart in layer.items():
-                for side in ("encoder", "decoder"):
-                    out[f"model.{side}.layers.{i}.{bart}.{p}"] = b[f"layers.{i}.{ours}.{p}"]
-            for ours, bart in cross.items():
-                out[f"model.decoder.layers.{i}.{bart}.{p}"] = b[f"layers.{i}.{ours}.{p}"]
-            q, kv = b[f"layers.{i}.attn.qkv.{p}"].tensor_split([word.size(1)])
-            out[f"model.decoder.layers.{i}.encoder_attn.q.{p}"] = q
-            out[f"model.decoder.layers.{i}.encoder_attn.kv.{p}"] = kv
+            out[f"{cross}.q.{p}"], out[f"{cross}.kv.{p}"] = b[f"{self_attn}.qkv.{p}"].tensor_split([word.size(1)])
+            out[f"{cross}.out.{p}"] = b[f"{self_attn}.out.{p}"]
+            out[f"{cross}_norm.{p}"] = b[f"{self_attn}_norm.{p}"]
     return out
 
 

@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minicore.attention import CrossAttention, SelfAttention, padding_mask
+from minicore.attention import CrossAttention, padding_mask
 from minicore.checkpoint import resolve
-from minicore.fused import Dropout, gelu_linear
-from minicore.layers import init_weights
+from minicore.fused import Dropout
+from minicore.layers import Block, GradientCheckpointing, init_weights
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
-from .loss import lm_head_loss
+from .loss import lm_head_loss, seq2seq_loss
 
 POSITION_OFFSET = 2  # BART's position table has 2 extra leading rows; position p uses row p + 2
 
@@ -104,58 +104,42 @@ class KVCache:
             layer.copy_(layer.index_select(1, index))
 
 
-def ffn(layer: nn.Module, x: Tensor) -> Tensor:
-    """A layer's feed-forward block, fc2(dropout(GELU(fc1(x)))), keeping fc1's output but not GELU's for backward."""
-    return gelu_linear(layer.fc1(x), layer.fc2.weight, layer.fc2.bias, layer.activation_dropout, layer.training)
+def encoder_block(c: BartConfig) -> Block:
+    """One of the encoder's layers: the shared post-LN block at BART's encoder sizes."""
+    return Block(c.d_model, c.encoder_attention_heads, c.encoder_ffn_dim, c.layer_norm_eps, c.dropout,
+                 c.attention_dropout, c.activation_dropout, c.attn_implementation)
 
 
-class EncoderLayer(nn.Module):
+class DecoderBlock(Block):
+    """The encoder's block with cross-attention to the encoder output (the "memory") between its self-attention
+    and its FFN, each sub-layer post-LN; the self-attention is causal and can read and extend a KVCache."""
+
     def __init__(self, c: BartConfig):
-        super().__init__()
-        self.self_attn = SelfAttention(c.d_model, c.encoder_attention_heads, c.attention_dropout, c.attn_implementation)
-        self.self_attn_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.fc1 = nn.Linear(c.d_model, c.encoder_ffn_dim)
-        self.fc2 = nn.Linear(c.encoder_ffn_dim, c.d_model)
-        self.final_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.drop, self.activation_dropout = Dropout(c.dropout), c.activation_dropout
-
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        x = self.self_attn_layer_norm(x + self.drop(self.self_attn(x, mask)))
-        return self.final_layer_norm(x + self.drop(ffn(self, x)))
-
-
-class DecoderLayer(nn.Module):
-    def __init__(self, c: BartConfig):
-        super().__init__()
-        self.self_attn = SelfAttention(c.d_model, c.decoder_attention_heads, c.attention_dropout, c.attn_implementation)
-        self.self_attn_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.encoder_attn = CrossAttention(c.d_model, c.decoder_attention_heads, c.attention_dropout,
-                                           c.attn_implementation)
-        self.encoder_attn_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.fc1 = nn.Linear(c.d_model, c.decoder_ffn_dim)
-        self.fc2 = nn.Linear(c.decoder_ffn_dim, c.d_model)
-        self.final_layer_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.drop, self.activation_dropout = Dropout(c.dropout), c.activation_dropout
+        super().__init__(c.d_model, c.decoder_attention_heads, c.decoder_ffn_dim, c.layer_norm_eps, c.dropout,
+                         c.attention_dropout, c.activation_dropout, c.attn_implementation)
+        self.cross_attn = CrossAttention(c.d_model, c.decoder_attention_heads, c.attention_dropout,
+                                         c.attn_implementation)
+        self.cross_attn_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
 
     def forward(self, x: Tensor, memory_k: Tensor, memory_v: Tensor, memory_mask: Tensor | None,
                 cache: KVCache | None = None, index: int = 0, positions: Tensor | None = None,
                 cache_mask: Tensor | None = None) -> Tensor:
         """x [N, T, D], N a multiple of B; memory_k/v [B, H, S, Dh]; with a cache, x holds the tokens at
         `positions` [T], this is layer `index` and cache_mask is cache.mask(positions)."""
-        q, k, v = self.self_attn.project(x)
+        q, k, v = self.attn.project(x)
         if cache is None:
-            h = self.self_attn.attend(q, k, v, is_causal=True)
+            h = self.attn.attend(q, k, v, is_causal=True)
         else:
             k, v = cache.write(index, k, v, positions)
-            h = self.self_attn.attend(q, k, v, mask=cache_mask)
-        x = self.self_attn_layer_norm(x + self.drop(h))
+            h = self.attn.attend(q, k, v, mask=cache_mask)
+        x = self.attn_norm(x + self.drop(h))
         # the copies (beams) of a source share its memory: fold them into the query length, [N, T, D] -> [B, N/B*T, D]
-        h = self.encoder_attn(x.reshape(memory_k.size(0), -1, x.size(-1)), memory_k, memory_v, memory_mask)
-        x = self.encoder_attn_layer_norm(x + self.drop(h.view_as(x)))
-        return self.final_layer_norm(x + self.drop(ffn(self, x)))
+        h = self.cross_attn(x.reshape(memory_k.size(0), -1, x.size(-1)), memory_k, memory_v, memory_mask)
+        x = self.cross_attn_norm(x + self.drop(h.view_as(x)))
+        return self.feed_forward(x)
 
 
-class _Stack(nn.Module):
+class _Stack(GradientCheckpointing, nn.Module):
     """What the encoder and decoder share: token embedding, learned positions, embedding LayerNorm."""
 
     def __init__(self, c: BartConfig, embed_tokens: nn.Embedding):
@@ -190,13 +174,13 @@ class BartEncoder(_Stack):
 
     def __init__(self, c: BartConfig, embed_tokens: nn.Embedding):
         super().__init__(c, embed_tokens)
-        self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.encoder_layers))
+        self.layers = nn.ModuleList(encoder_block(c) for _ in range(c.encoder_layers))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, sparse_grad: bool = False) -> Tensor:
         mask = padding_mask(attention_mask)  # [B, 1, 1, S] or None
         x = self.embed(input_ids, sparse_grad=sparse_grad)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = self.run_block(layer, x, mask)
         return x
 
 
@@ -210,7 +194,7 @@ class BartDecoder(_Stack):
 
     def __init__(self, c: BartConfig, embed_tokens: nn.Embedding):
         super().__init__(c, embed_tokens)
-        self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
+        self.layers = nn.ModuleList(DecoderBlock(c) for _ in range(c.decoder_layers))
 
     def new_cache(self, memory: Tensor, attention_mask: Tensor | None, max_len: int, copies: int = 1) -> KVCache:
         """Cross-attention keys/values of `memory` [B, S, D] and empty self-attention buffers of max_len
@@ -218,9 +202,9 @@ class BartDecoder(_Stack):
         if max_len > self.max_positions:
             raise ValueError(f"a cache of {max_len} positions is longer than max_position_embeddings "
                              f"{self.max_positions}")
-        H = self.layers[0].self_attn.n_heads
+        H = self.layers[0].attn.n_heads
         shape = (len(self.layers), 2, memory.size(0) * copies, H, max_len, memory.size(-1) // H)
-        cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
+        cross = [layer.cross_attn.project_memory(memory) for layer in self.layers]
         # the projections' dtype, not memory's: under bf16 autocast memory leaves a LayerNorm in fp32
         kv = memory.new_zeros(shape, dtype=cross[0][0].dtype)
         pos = torch.zeros((), dtype=torch.long, device=memory.device)
@@ -232,7 +216,7 @@ class BartDecoder(_Stack):
         if cache is None:
             if memory is None:
                 raise ValueError("BartDecoder needs the encoder output `memory` or a `cache`")
-            cross = [layer.encoder_attn.project_memory(memory) for layer in self.layers]
+            cross = [layer.cross_attn.project_memory(memory) for layer in self.layers]
             memory_mask = padding_mask(attention_mask)
         else:
             cross, memory_mask = list(zip(cache.cross_k, cache.cross_v, strict=True)), cache.memory_mask
@@ -240,13 +224,16 @@ class BartDecoder(_Stack):
         cache_mask = cache.mask(positions) if cache is not None else None  # the same for every layer
         x = self.embed(input_ids, positions, sparse_grad)
         for i, (layer, (k, v)) in enumerate(zip(self.layers, cross, strict=True)):
-            x = layer(x, k, v, memory_mask, cache, i, positions, cache_mask)
+            if cache is None:
+                x = self.run_block(layer, x, k, v, memory_mask)
+            else:
+                x = layer(x, k, v, memory_mask, cache, i, positions, cache_mask)
         if cache is not None:
             cache.pos += input_ids.size(1)  # in place: a captured step advances it on replay
         return x
 
 
-class BartPreTrainedModel(BartPretrainedMixin, nn.Module):
+class BartPreTrainedModel(BartPretrainedMixin, GradientCheckpointing, nn.Module):
     config_class = BartConfig
 
     def init_weights(self) -> None:
@@ -306,10 +293,13 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
                                                    self.config.decoder_start_token_id)
+        if return_loss and labels is None:
+            raise ValueError("return_loss=True needs labels")
+        if type(self.lm_head) is not nn.Linear:  # a wrapped head (LoRA, int8) runs as its module: no fused path
+            logits = self.lm_head(self.model(input_ids, attention_mask, decoder_input_ids)) + self.final_logits_bias
+            return seq2seq_loss(logits, labels) if return_loss else logits
         if not return_loss:
             return self.logits(self.model(input_ids, attention_mask, decoder_input_ids))
-        if labels is None:
-            raise ValueError("return_loss=True needs labels")
         # The tied weight gets three gradients: the LM head's, dense [V, D], and the encoder's and decoder's token
         # lookups', also dense [V, D] by default, each one a temporary as large as the weight. As sparse rows they
         # cost nothing, if they are summed before the head's arrives (a dense gradient arriving first is copied

@@ -1,4 +1,4 @@
-"""BERT's key map: Hugging Face's names <-> ours, a pure function each way.
+"""BERT's key map: Hugging Face's names <-> ours, a pure function each way, and the checkpoint plug-in of BERT's models.
 
 BERT's separate query/key/value weights are fused into one `qkv` projection on the way in and split again on the way out.
 """
@@ -6,7 +6,7 @@ import re
 
 from torch import Tensor
 
-from minicore.checkpoint import fuse, rename, unfuse
+from minicore.checkpoint import PretrainedMixin, fuse, rename, unfuse
 
 BERT_KEY_MAP = {  # HF name (without "bert.") -> ours (with the same prefix); "{}" = layer index
     "embeddings.word_embeddings.weight": "embeddings.word.weight",
@@ -64,3 +64,17 @@ def bert_to_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         new = rename(bare, inverse)
         out[key if new is None else key[: len(key) - len(bare)] + new] = value
     return out
+
+
+class BertPretrainedMixin(PretrainedMixin):
+    """from_pretrained / save_pretrained for BERT's models: BERT's key map; a head's model keeps the encoder as
+    `bert`."""
+
+    base_prefix = "bert."
+    other_heads = ("pooler.", "qa_outputs.", "classifier.")
+
+    def from_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        return bert_from_hf(state_dict)
+
+    def to_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        return bert_to_hf(state_dict)

@@ -1,18 +1,18 @@
 """BERT (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers") and its task heads.
 
 A post-LN Transformer encoder: every sub-layer is followed by dropout, a residual add and
-LayerNorm, i.e. x = LayerNorm(x + Dropout(Sublayer(x))) (Vaswani et al. 2017, section 5.4).
+LayerNorm, i.e. x = LayerNorm(x + Dropout(Sublayer(x))) (Vaswani et al. 2017, section 5.4); the layer is
+minicore.layers.Block, which BART's encoder uses too.
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minicore.attention import Packing, SelfAttention, padding_mask
-from minicore.checkpoint import PretrainedMixin
-from minicore.fused import Dropout, gelu_linear
-from minicore.layers import init_weights
+from minicore.attention import Packing, padding_mask
+from minicore.fused import Dropout
+from minicore.layers import Block, GradientCheckpointing, init_weights
 
-from .checkpoint import bert_from_hf, bert_to_hf
+from .checkpoint import BertPretrainedMixin
 from .config import BertConfig
 
 
@@ -37,44 +37,17 @@ class BertEmbeddings(nn.Module):
         return self.drop(self.norm(x))
 
 
-class FeedForward(nn.Module):
-    """Position-wise FFN with exact (erf) GELU: down(GELU(up(x)))."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.up = nn.Linear(dim, hidden)
-        self.down = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return gelu_linear(self.up(x), self.down.weight, self.down.bias)  # = self.down(F.gelu(self.up(x)))
+def bert_block(c: BertConfig) -> Block:
+    """One of BERT's layers: the shared post-LN block at BERT's sizes, with no dropout inside the FFN."""
+    return Block(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.layer_norm_eps, c.hidden_dropout_prob,
+                 c.attention_probs_dropout_prob, impl=c.attn_implementation)
 
 
-class BertLayer(nn.Module):
-    def __init__(self, c: BertConfig):
-        super().__init__()
-        self.attn = SelfAttention(c.hidden_size, c.num_attention_heads, c.attention_probs_dropout_prob,
-                                  c.attn_implementation)
-        self.attn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.ffn = FeedForward(c.hidden_size, c.intermediate_size)
-        self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.drop = Dropout(c.hidden_dropout_prob)
-
-    def forward(self, x: Tensor, mask: Tensor | None, packing: Packing | None = None) -> Tensor:
-        """x [B, L, H], or with a packing the real tokens [n, H] (see SelfAttention.forward)."""
-        x = self.attn_norm(x + self.drop(self.attn(x, mask, packing=packing)))
-        return self.ffn_norm(x + self.drop(self.ffn(x)))
-
-
-class BertPreTrainedModel(PretrainedMixin, nn.Module):
+class BertPreTrainedModel(BertPretrainedMixin, GradientCheckpointing, nn.Module):
     config_class = BertConfig
-    base_prefix = "bert."
-    other_heads = ("pooler.", "qa_outputs.", "classifier.")
 
     def init_weights(self) -> None:
         init_weights(self, self.config.initializer_range)
-
-    from_hf = staticmethod(bert_from_hf)
-    to_hf = staticmethod(bert_to_hf)
 
 
 class BertModel(BertPreTrainedModel):
@@ -91,7 +64,7 @@ class BertModel(BertPreTrainedModel):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(bert_block(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
         self.init_weights()
 
@@ -110,7 +83,7 @@ class BertModel(BertPreTrainedModel):
         if packing is not None:
             x = packing.pack(x)  # [n, H]
         for layer in self.layers:
-            x = layer(x, mask, packing)
+            x = self.run_block(layer, x, mask, packing)
         return x if packing is None else packing.unpack(x)
 
     def pool(self, hidden: Tensor) -> Tensor:

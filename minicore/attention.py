@@ -91,19 +91,13 @@ def causal_mask(q_len: int, k_len: int, device=None) -> Tensor:
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused Q/K/V projection (HF's q/k/v weights concatenated)."""
+class Attention(nn.Module):
+    """What self- and cross-attention share: the heads' sizes, the attention itself and the output projection."""
 
     def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
         super().__init__()
         self.n_heads, self.head_dim, self.dropout, self.impl = n_heads, dim // n_heads, dropout, impl
-        self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-
-    def project(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, L, D], or its real tokens [n, D] and their packing -> q, k, v, each [B, H, L, D/H]."""
-        qkv = self.qkv(x)
-        return split_heads(qkv if packing is None else packing.unpack(qkv), self.n_heads, self.head_dim).unbind(0)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False,
                packing: Packing | None = None) -> Tensor:
@@ -112,6 +106,19 @@ class SelfAttention(nn.Module):
         h = merge_heads(scaled_dot_product(q, k, v, mask, is_causal, p, self.impl))
         return self.out(h if packing is None else packing.pack(h))
 
+
+class SelfAttention(Attention):
+    """Multi-head self-attention with one fused Q/K/V projection (HF's q/k/v weights concatenated)."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+        super().__init__(dim, n_heads, dropout, impl)
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def project(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, L, D], or its real tokens [n, D] and their packing -> q, k, v, each [B, H, L, D/H]."""
+        qkv = self.qkv(x)
+        return split_heads(qkv if packing is None else packing.unpack(qkv), self.n_heads, self.head_dim).unbind(0)
+
     def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False,
                 packing: Packing | None = None) -> Tensor:
         """x [B, L, D] -> [B, L, D]; or the real tokens [n, D] of a padded batch and their packing -> [n, D]: the
@@ -119,7 +126,7 @@ class SelfAttention(nn.Module):
         return self.attend(*self.project(x, packing), mask=mask, is_causal=is_causal, packing=packing)
 
 
-class CrossAttention(SelfAttention):
+class CrossAttention(Attention):
     """Queries from the decoder, keys and values from the encoder output (the "memory").
 
     The memory's keys and values come from one fused K/V projection and are computed once per
@@ -127,17 +134,16 @@ class CrossAttention(SelfAttention):
     """
 
     def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
-        nn.Module.__init__(self)
-        self.n_heads, self.head_dim, self.dropout, self.impl = n_heads, dim // n_heads, dropout, impl
+        super().__init__(dim, n_heads, dropout, impl)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
 
     def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """memory [B, S, D] -> k, v, each [B, H, S, D/H]."""
         return split_heads(self.kv(memory), self.n_heads, self.head_dim).unbind(0)
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x [B, Lq, D], the memory's k and v [B, H, S, D/H] -> [B, Lq, D]."""
         q = split_heads(self.q(x), self.n_heads, self.head_dim)[0]
         return self.attend(q, k, v, mask=mask)
 

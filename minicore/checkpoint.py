@@ -168,13 +168,20 @@ def load_converted(model: torch.nn.Module, state: dict[str, Tensor], source: str
 
 
 class PretrainedMixin:
-    """from_pretrained / save_pretrained for a model class that defines:
-    config_class (from_hf_dict, to_hf_dict), from_hf / to_hf (pure key maps, called on the model),
-    hf_architecture, base_prefix ("bert."), other_heads (prefixes of other classes' heads); a family
-    whose checkpoints hold more than config.json overrides read_hf_config."""
+    """from_pretrained / save_pretrained for a model class that defines config_class (from_hf_dict, to_hf_dict),
+    hf_architecture, base_prefix and other_heads, and overrides from_hf / to_hf with its family's key map; a family
+    whose checkpoints hold more than config.json overrides read_hf_config (and save_pretrained)."""
 
     base_prefix: str  # the base model's attribute name in a model with a head, e.g. "bert."
-    other_heads: tuple[str, ...]
+    other_heads: tuple[str, ...]  # the prefixes of the family's heads, the base model's own ones included
+
+    def from_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A state dict under HF's names -> ours (a pure function of the keys, driven by the family's key map)."""
+        raise NotImplementedError
+
+    def to_hf(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Ours -> HF's names: from_hf's inverse."""
+        raise NotImplementedError
 
     @property
     def own_heads(self) -> tuple[str, ...]:
@@ -212,7 +219,7 @@ class PretrainedMixin:
 
 
 # ---------------------------------------------------------------------------------------------
-# BERT key map
+# Key maps: what the families' maps share
 # ---------------------------------------------------------------------------------------------
 
 
@@ -237,14 +244,9 @@ def fuse(state: dict, parts: tuple[str, ...], fused: str) -> dict:
 
 
 def unfuse(state: dict, fused: str, parts: tuple[str, ...]) -> dict:
+    """fuse's inverse: split "*.qkv.*" into "*.q.*", "*.k.*", "*.v.*" (equal chunks of dim 0)."""
     out = dict(state)
     for k in [k for k in state if f".{fused}." in k]:
         for p, chunk in zip(parts, out.pop(k).chunk(len(parts))):
             out[k.replace(f".{fused}.", f".{p}.")] = chunk
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizers
-# ---------------------------------------------------------------------------------------------
-

@@ -152,8 +152,8 @@ def test_key_maps_round_trip():
     hf = hf_model(CONFIGS[2], seed=8)  # untied: every key is kept
     sd = hf.state_dict()
     ours = bart_from_hf(sd, tie_word_embeddings=False)
-    assert {"model.decoder.layers.0.self_attn.qkv.weight", "model.decoder.layers.0.encoder_attn.kv.bias"} <= ours.keys()
-    assert ours["model.decoder.layers.0.encoder_attn.kv.weight"].shape == (64, 32)
+    assert {"model.decoder.layers.0.attn.qkv.weight", "model.decoder.layers.0.cross_attn.kv.bias"} <= ours.keys()
+    assert ours["model.decoder.layers.0.cross_attn.kv.weight"].shape == (64, 32)
     back = bart_to_hf(ours, tie_word_embeddings=False)
     assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
 
@@ -162,7 +162,7 @@ def test_load_report_names_bad_keys(tmp_path):
     """A missing or mis-shaped weight is an error naming it."""
     hf = hf_model(CONFIGS[0], seed=9)
     hf.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"shape mismatch: .*encoder.layers.0.fc1.weight: checkpoint \(32, 16\) vs"):
+    with pytest.raises(ValueError, match=r"shape mismatch: .*encoder.layers.0.ffn.up.weight: checkpoint \(32, 16\) vs"):
         BartForConditionalGeneration.from_pretrained(tmp_path, encoder_ffn_dim=31)
     with pytest.raises(ValueError, match="missing keys: model.encoder.layers.2"):
         BartForConditionalGeneration.from_pretrained(tmp_path, encoder_layers=3)

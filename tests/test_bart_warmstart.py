@@ -41,9 +41,9 @@ def test_special_tokens_and_shared_weights(tiny_bert_dir, warm):
     m = warm.model
     assert m.encoder.embed_tokens is m.decoder.embed_tokens is m.shared and warm.lm_head.weight is m.shared.weight
     for layer in m.decoder.layers:
-        qkv = layer.self_attn.qkv.weight
-        assert torch.equal(torch.cat([layer.encoder_attn.q.weight, layer.encoder_attn.kv.weight]), qkv)
-        assert torch.equal(layer.encoder_attn_layer_norm.weight, layer.self_attn_layer_norm.weight)
+        qkv = layer.attn.qkv.weight
+        assert torch.equal(torch.cat([layer.cross_attn.q.weight, layer.cross_attn.kv.weight]), qkv)
+        assert torch.equal(layer.cross_attn_norm.weight, layer.attn_norm.weight)
     assert torch.equal(m.encoder.embed_positions.weight, m.decoder.embed_positions.weight)
     assert m.encoder.embed_positions.weight.data_ptr() != m.decoder.embed_positions.weight.data_ptr()
 

@@ -35,11 +35,11 @@ def test_random_cross_attention(tiny_bert_dir, tmp_path):
     std = control.config.init_std
     fresh = 0
     for name, value in control.state_dict().items():
-        if ".encoder_attn_layer_norm." in name:
+        if ".cross_attn_norm." in name:
             assert torch.equal(value, torch.ones_like(value) if name.endswith("weight") else torch.zeros_like(value))
-        elif ".encoder_attn." in name and name.endswith("bias"):
+        elif ".cross_attn." in name and name.endswith("bias"):
             assert torch.equal(value, torch.zeros_like(value))
-        elif ".encoder_attn." in name:
+        elif ".cross_attn." in name:
             assert abs(value.std().item() - std) < 0.2 * std and abs(value.mean().item()) < 0.2 * std
         else:
             assert torch.equal(value, warm[name]), name
