@@ -54,8 +54,8 @@ class ArgumentParser(argparse.ArgumentParser):
         for action in self._actions:
             value = getattr(namespace, action.dest, None)
             if set(action.option_strings) & set(PATH_FLAGS) and value is not None:
-                setattr(namespace, action.dest, [os.path.expanduser(v) for v in value] if isinstance(value, list)
-                        else os.path.expanduser(value))
+                setattr(namespace, action.dest, [_expand_user(v) for v in value] if isinstance(value, list)
+                        else _expand_user(value))
         return namespace, extras
 
     def error(self, message: str):
@@ -96,3 +96,8 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
         _end_progress_bars()
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _expand_user(path):
+    """~ and ~user expanded, the value keeping its type (a str stays a str, a Path a Path)."""
+    return type(path)(os.path.expanduser(path))
