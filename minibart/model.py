@@ -120,6 +120,8 @@ class DecoderBlock(Block):
         self.cross_attn = CrossAttention(c.d_model, c.decoder_attention_heads, c.attention_dropout,
                                          c.attn_implementation)
         self.cross_attn_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        for name in ("ffn", "ffn_norm", "drop"):  # after the cross-attention, in the order of the forward pass (and
+            self.register_module(name, self._modules.pop(name))  # of the optimizer states earlier versions saved)
 
     def forward(self, x: Tensor, memory_k: Tensor, memory_v: Tensor, memory_mask: Tensor | None,
                 cache: KVCache | None = None, index: int = 0, positions: Tensor | None = None,

@@ -94,9 +94,13 @@ def causal_mask(q_len: int, k_len: int, device=None) -> Tensor:
 class Attention(nn.Module):
     """What self- and cross-attention share: the heads' sizes, the attention itself and the output projection."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa", **projections: int):
+        """projections: the input projections' names and output widths, e.g. qkv=3 * dim; made before `out`, so the
+        parameters come in the order earlier versions saved optimizer states in."""
         super().__init__()
         self.n_heads, self.head_dim, self.dropout, self.impl = n_heads, dim // n_heads, dropout, impl
+        for name, width in projections.items():
+            setattr(self, name, nn.Linear(dim, width))
         self.out = nn.Linear(dim, dim)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False,
@@ -111,8 +115,7 @@ class SelfAttention(Attention):
     """Multi-head self-attention with one fused Q/K/V projection (HF's q/k/v weights concatenated)."""
 
     def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
-        super().__init__(dim, n_heads, dropout, impl)
-        self.qkv = nn.Linear(dim, 3 * dim)
+        super().__init__(dim, n_heads, dropout, impl, qkv=3 * dim)
 
     def project(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """x [B, L, D], or its real tokens [n, D] and their packing -> q, k, v, each [B, H, L, D/H]."""
@@ -134,9 +137,7 @@ class CrossAttention(Attention):
     """
 
     def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
-        super().__init__(dim, n_heads, dropout, impl)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
+        super().__init__(dim, n_heads, dropout, impl, q=dim, kv=2 * dim)
 
     def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """memory [B, S, D] -> k, v, each [B, H, S, D/H]."""
