@@ -138,7 +138,7 @@ def test_warmup_peaks_at_the_rounded_up_step(tiny_bert_dir, cola, tmp_path, rati
 def test_divergence_is_reported_at_its_first_non_finite_step(tiny_bert_dir, cola, tmp_path):
     """A run that diverges names the first step whose loss or gradient was not finite, whether the loop looks at
     every step (--log-every 1) or only at the epoch's end, and names the last checkpoint, written the step
-    before. (lr 1e20 after a warmup step at lr 0: the weights blow up at the second step.)"""
+    before. (--lr 1e20 after a warmup step at lr 0: the second step's update blows the weights up.)"""
     def diverge(out, *flags) -> tuple[int, str]:
         with pytest.raises(UserError, match=r"^training diverged at step \d+") as e:
             train_cola.main(cola_argv(tiny_bert_dir, cola, out, "--lr", "1e20", "--warmup-ratio", "0.2", *flags))
@@ -150,7 +150,7 @@ def test_divergence_is_reported_at_its_first_non_finite_step(tiny_bert_dir, cola
     assert all(math.isfinite(r["loss"]) for r in logged)
     assert [r["step"] for r in records(tmp_path / "each", "diverged")] == [step]
 
-    seldom, _ = diverge(tmp_path / "seldom", "--log-every", 100)  # looked at the epoch's end: every later step bad
+    seldom, _ = diverge(tmp_path / "seldom", "--log-every", 100)  # looked at the end, where every step since was bad
     assert seldom == step and [r["step"] for r in records(tmp_path / "seldom", "diverged")] == [step]
 
     saved, message = diverge(tmp_path / "saved", "--log-every", 100, "--save-every", 1)
