@@ -58,11 +58,13 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     lines = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and set(lines[0]) == {"source", "reference", "paraphrase", "paraphrase_no_copy",
                                             "paraphrase_sampled"}
-    rescored = rescore(out / "generations.jsonl", lowercase=saved["bleu_lowercase"])  # recomputable from the file
-    assert rescored["eval"]["copy_rate"] == pytest.approx(saved["eval"]["copy_rate"])
-    assert rescored["copy_baseline"]["bleu"] == pytest.approx(saved["copy_baseline"]["bleu"])
+    # recomputable from the file: metrics.json keeps 4 decimals, so the value recomputed from the same texts is at
+    # most half a last digit (5e-5) from it, whatever it is (a copy rate of 1/3 is 0.3333 there)
+    rescored = rescore(out / "generations.jsonl", lowercase=saved["bleu_lowercase"])
+    assert rescored["eval"]["copy_rate"] == pytest.approx(saved["eval"]["copy_rate"], abs=1e-4)
+    assert rescored["copy_baseline"]["bleu"] == pytest.approx(saved["copy_baseline"]["bleu"], abs=1e-4)
     sampled = rescore(out / "generations.jsonl", "paraphrase_sampled", lowercase=saved["bleu_lowercase"])
-    assert sampled["eval"]["bleu"] == pytest.approx(saved["eval_sampled"]["bleu"])
+    assert sampled["eval"]["bleu"] == pytest.approx(saved["eval_sampled"]["bleu"], abs=1e-4)
     events = [json.loads(x)["event"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert events.index("stage") < events.index("step") and "eval" in events and events.count("stage") == 2
     samples = (out / "samples.md").read_text()
