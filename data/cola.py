@@ -40,6 +40,8 @@ def read_tsv(path: str | Path) -> list[Example]:
     examples = []
     reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     for row in reader:
+        if not row:  # a blank line, e.g. an extra newline at the end, as the other readers skip it
+            continue
         at = where(path, reader.line_num)
         if len(row) != 4:
             raise UserError(f"expected 4 tab-separated fields (source, label, mark, sentence), got {len(row)}", at,

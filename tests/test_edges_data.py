@@ -77,11 +77,7 @@ def test_a_reader_reads_the_last_line_whole(tmp_path, reader, ends):
     assert [tuple(row) for row in read(path)] == want
 
 
-BLANK_END_REFUSED = pytest.mark.xfail(strict=True, reason="data.cola.read_tsv refuses an empty last line ('expected 4 "
-                                      "tab-separated fields ..., got 0') where every other reader skips it")
-
-
-@pytest.mark.parametrize("reader", [pytest.param(r, marks=BLANK_END_REFUSED) if r == "cola" else r for r in READERS])
+@pytest.mark.parametrize("reader", READERS)
 def test_an_empty_last_line_is_no_row(tmp_path, reader):
     """A file that ends with an empty line (an editor's extra newline) holds the rows before it, in every reader."""
     name, lines, read, want = READERS[reader]
