@@ -21,7 +21,7 @@ from minitrain.optim import linear_schedule, param_groups
 from minitrain.options import TrainConfig, add_training_args
 from minitrain.runs import RunLog, prepare_run
 from minitrain.saving import last_checkpoint
-from minitrain.training import fit
+from minitrain.training import Task, fit
 
 
 def tiny_bert():
@@ -71,7 +71,7 @@ def test_device_and_autocast():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             pick_device("cuda")
-    with autocast(torch.device("cpu")):  # the default on CPU is fp32: matmuls stay fp32
+    with autocast(torch.device("cpu"), "fp32"):  # fp32: no autocast, matmuls stay fp32
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     with autocast(torch.device("cpu"), "bf16"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
@@ -278,10 +278,10 @@ def test_wrong_number_of_batches(tmp_path):
     x, y = make_data()
     cfg = TrainConfig(output_dir=str(tmp_path), epochs=2, device="cpu")
     with pytest.raises(ValueError, match=r"batches\(1\) gave 2 batches, batches\(0\) 3"):
-        fit(Tiny(), cfg, lambda e: [[0, 1], [2, 3], [4, 5]][:3 - e], lambda i: (x[i], y[i]),
-            lambda m, b: (torch.nn.functional.cross_entropy(m(b[0]), b[1]), len(b[1])))
+        fit(Tiny(), cfg, Task(lambda e: [[0, 1], [2, 3], [4, 5]][:3 - e], lambda i: (x[i], y[i]),
+                              lambda m, b: (torch.nn.functional.cross_entropy(m(b[0]), b[1]), len(b[1]))))
     with pytest.raises(UserError, match="no training data"):
-        fit(Tiny(), cfg, lambda e: [], lambda i: (x[i], y[i]), None)
+        fit(Tiny(), cfg, Task(lambda e: [], lambda i: (x[i], y[i]), None))
 
 
 # --------------------------------------------------------------------------------------------- accumulation
@@ -292,8 +292,9 @@ def test_accumulation_equals_the_whole_batch(tmp_path, accum):
     empty micro-batches at K=8 for it) give the parameters of batch B at once. Dense model, no dropout:
     AdamW does not amplify the float rounding the different grouping brings, so 1e-6 is honest.
 
-    The logged losses are rounded to 6 decimals, so two losses equal but for float32 summation order (~1e-7
-    relative, which differs between CPUs) can print up to 1e-6 apart: 2e-6 allows both, and nothing more."""
+    The logged losses are float32 means summed in another order (per micro-batch): they differ by a few float32
+    ulps (~1e-7 relative at a loss near 1, and the order differs between CPUs); 2e-6 allows that, and nothing a
+    wrong weighting would give (a micro-batch counted twice moves the loss by ~1e-2)."""
     whole, res_a = train(tmp_path / "a", Dense, data="sequences", log_every=1)
     parts, res_b = train(tmp_path / "b", Dense, data="sequences", log_every=1, grad_accum_steps=accum)
     assert res_a["step"] == res_b["step"] == 6  # 22 examples: batches of 8, 8, 6
@@ -364,7 +365,7 @@ def test_early_stopping_stops_at_the_right_evaluation(tmp_path):
 
 
 def test_keep_best_needs_an_evaluation(tmp_path):
-    with pytest.raises(ValueError, match="need fit\\(evaluate=..., metric=...\\)"):
+    with pytest.raises(ValueError, match="need a Task with evaluate and metric"):
         train(tmp_path, keep_best=True)
 
 
