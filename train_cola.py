@@ -283,10 +283,9 @@ def log_history(log, history: list[dict]) -> None:
                   f"{h['eval_time_s']:.1f} s |")
 
 
-def test(model, tok, data: Data, args, cfg, log, evaluated: str) -> dict:
-    """Each test set's metrics (and predictions_<name>.tsv), and samples.md from the first test set (else the
-    validation set) -> {test set: metrics}."""
-    log.print(f"test metrics of the {evaluated}" if data.tests else "no test metrics: no --test-file")
+def test(model, tok, data: Data, args, cfg, log) -> tuple[dict, dict]:
+    """Each test set's metrics (and predictions_<name>.tsv) -> ({test set: metrics}, {test set: probabilities}),
+    with the validation set's probabilities when there is no test set (for samples.md)."""
     scores, probs = {}, {}
     for s in data.tests:
         scores[s.name], probs[s.name] = evaluate(model, tok, s, len(data.labels), args, cfg)
@@ -297,11 +296,9 @@ def test(model, tok, data: Data, args, cfg, log, evaluated: str) -> dict:
                   + f" | {len(s.texts)} sentences")
         write_text(f"{args.output_dir}/predictions_{s.name}.tsv",
                    predictions_tsv(s, probs[s.name].argmax(-1).tolist(), data.labels))
-    shown = (data.tests or [data.validation])[0]
-    if shown.name not in probs:
-        probs[shown.name] = evaluate(model, tok, shown, len(data.labels), args, cfg)[1]
-    write_text(f"{args.output_dir}/samples.md", samples_md(shown, probs[shown.name], data.labels, args, evaluated))
-    return scores
+    if not data.tests:
+        probs["validation"] = evaluate(model, tok, data.validation, len(data.labels), args, cfg)[1]
+    return scores, probs
 
 
 def main(argv=None) -> dict:
@@ -326,7 +323,10 @@ def main(argv=None) -> dict:
 
     log_history(log, result["history"])
     evaluated = best_or_last(result)
-    scores = test(model, tok, data, args, cfg, log, evaluated)
+    log.print(f"test metrics of the {evaluated}" if data.tests else "no test metrics: no --test-file")
+    scores, probs = test(model, tok, data, args, cfg, log)
+    shown = (data.tests or [data.validation])[0]  # the samples: of the (first) test set, else of the validation set
+    write_text(f"{args.output_dir}/samples.md", samples_md(shown, probs[shown.name], data.labels, args, evaluated))
     train_s = sum(h["epoch_time_s"] for h in result["history"])  # without validation
     metrics = {"task": "classification" if args.train_file else "cola", "model": args.model, "labels": data.labels,
                "data": {s.name: s.source for s in data.splits} | ({} if data.tests else
