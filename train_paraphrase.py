@@ -92,8 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--both-directions", action="store_true", help="also train on (target, source)")
     d.add_argument("--max-pair-bleu", type=float,
                    help="drop training pairs whose target scores at least this sentence BLEU against its source: "
-                        "near-copies (a word changed, words reordered) teach a model to copy its input, so dropping "
-                        "them gives fewer copies for some BLEU against the reference (when not given: keep all, as "
+                        "near-copies (a word changed, words reordered) teach a model to copy its input; dropping "
+                        "them trades some BLEU against the reference for fewer copies (when not given: keep all, as "
                         "the blog)")
     n = p.add_argument_group("denoising stage (before fine-tuning)")
     n.add_argument("--denoise-steps", type=int, default=0,

@@ -72,7 +72,8 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=DEFAULT_PRECISION,
                    help="autocast dtype of the forward pass (parameters and optimizer stay fp32; fp16 scales the "
                         "loss); auto: bf16 where the device computes it natively (a GPU that has it, a CPU with "
-                        "AVX512-BF16 or AMX), else fp32; when not given: bf16 on a GPU that has it, else fp32")
+                        "AVX512-BF16 or AMX), else fp32"
+                        + ("" if DEFAULT_PRECISION else "; when not given: bf16 on a GPU that has it, else fp32"))
     g.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 tensor cores (Ampere GPUs and later)")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels where PyTorch has them (bit-stable reruns, somewhat slower)")
