@@ -190,7 +190,7 @@ class Trainer:
         self.board = None
 
     def run(self) -> dict:
-        cfg, state = self.cfg, self.state
+        cfg = self.cfg
         if cfg.resume:
             self.resume()
         elif dist.rank() > 0:  # each rank its own dropout masks (rank 0 keeps the single-process stream)
@@ -200,8 +200,8 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
         if cfg.report_to == "tensorboard" and is_main_process():
             self.board = tensorboard_writer(self.out / "tensorboard")
-        self.clock = Clock(state.elapsed_s)
-        self.bar = tqdm(total=self.stop_at, initial=state.step, desc="train", dynamic_ncols=True, mininterval=1.0,
+        self.clock = Clock(self.state.elapsed_s)  # (the resumed run's)
+        self.bar = tqdm(total=self.stop_at, initial=self.state.step, desc="train", dynamic_ncols=True, mininterval=1.0,
                         disable=not is_main_process())
         while not self.stopped():
             self.train_epoch()

@@ -437,3 +437,25 @@ def test_the_logged_rate_counts_training_time_alone(tmp_path, monkeypatch):
              if json.loads(line)["event"] == "step"]
     assert len(rates) == 5 and rates == [8.0] * 5  # steps 2, 4, 6, 8 (across epoch ends), 9
     assert [e["examples_per_s"] for e in res["history"]] == [8.0] * 3
+
+
+def test_a_resumed_run_counts_the_time_before_the_interruption(tmp_path, monkeypatch):
+    """On a clock that only a training step moves (by 1), a run cut at step 2 and resumed reports the training
+    time and the per-epoch rates of an uninterrupted run: the elapsed time carries over with the checkpoint."""
+    from types import SimpleNamespace
+
+    from fit_helpers import example_loss
+
+    import minitrain.training
+    clock = [0.0]
+    monkeypatch.setattr(minitrain.training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def loss_fn(model, batch):
+        clock[0] += 1
+        return example_loss(model, batch)
+
+    _, whole = train(tmp_path / "whole", n=24, batch_size=8, epochs=2, loss_fn=loss_fn)
+    train(tmp_path / "cut", n=24, batch_size=8, epochs=2, loss_fn=loss_fn, max_steps=2)
+    _, resumed = train(tmp_path / "cut", n=24, batch_size=8, epochs=2, loss_fn=loss_fn, resume=True)
+    assert whole["train_time_s"] == resumed["train_time_s"] == 6.0
+    assert [h["examples_per_s"] for h in resumed["history"]] == [h["examples_per_s"] for h in whole["history"]]
