@@ -1,7 +1,7 @@
 """Fine-tune BERT for sentence classification: CoLA as in C. McCormick & N. Ryan, "BERT Fine-Tuning Tutorial
 with PyTorch" (2019, revised 2020), or your own labeled sentences.
 
-CoLA (the default): bert-base-uncased, max length 64, batch 32, AdamW lr 2e-5 eps 1e-8, linear decay without
+CoLA (the default): bert-base-uncased, 64 input tokens, batch 32, AdamW lr 2e-5 eps 1e-8, linear decay without
 warmup, gradient clipping 1.0, 4 epochs, seed 42; a seeded 90/10 split of in_domain_train, whose 10% is the
 validation set (the Matthews correlation at each epoch end, or every --eval-every steps); at the end the
 Matthews correlation on the 516 out-of-domain sentences (the tutorial's test set) and on the 527 in-domain dev
@@ -43,7 +43,7 @@ from data.tokens import count_cut, encode
 from minibert import BertForSequenceClassification, load_tokenizer, resolve
 from minicore.errors import UserError
 from minicore.files import write_text
-from minicore.runtime import amp_dtype
+from minicore.validation import check_length, check_vocabulary
 from minitasks.classification import classify
 from minitrain.batching import batch_indices
 from minitrain.cli import ArgumentParser, check_files, run
@@ -51,7 +51,7 @@ from minitrain.distributed import is_main_process
 from minitrain.options import add_training_args
 from minitrain.runs import finish_run, prepare_run, run_info, start_run
 from minitrain.saving import fingerprint
-from minitrain.training import best_or_last, fit
+from minitrain.training import Task, best_or_last, fit
 
 COLA_LABELS = ["unacceptable", "acceptable"]  # CoLA's labels 0 and 1, named as GLUE names them
 VALIDATION_FRACTION = 0.1  # the tutorial's 90/10 split
@@ -72,6 +72,10 @@ class Data:
     validation: Split
     tests: list[Split]  # empty without --test-file
 
+    @property
+    def splits(self) -> list[Split]:
+        return [self.train, self.validation, *self.tests]
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
@@ -88,16 +92,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--test-file", help="your test sentences, in the same layout; when not given: no test metrics")
     g.add_argument("--text-column", default="sentence", help="the column (JSONL: the key) of the sentences")
     g.add_argument("--label-column", default="label", help="the column (JSONL: the key) of the labels")
-    p.add_argument("--max-length", type=int, default=64,
-                   help="tokens per sentence, [CLS] and [SEP] included; longer sentences are cut (the log counts them)")
-    p.add_argument("--pad-to-max", action="store_true", help="pad every batch to --max-length (the tutorial)")
+    p.add_argument("--max-seq-length", type=int, default=64,
+                   help="input tokens per sentence, [CLS] and [SEP] included; longer sentences are cut (the log "
+                        "counts them)")
+    p.add_argument("--pad-to-max", action="store_true", help="pad every batch to --max-seq-length (the tutorial)")
     p.add_argument("--bucket", action="store_true", help="batch sentences of similar length (faster)")
     args = p.parse_args(argv)
-    if args.max_length < 3:
-        p.error(f"argument --max-length: expected at least 3 ([CLS] token [SEP]), got {args.max_length}")
+    if args.max_seq_length < 3:
+        p.error(f"argument --max-seq-length: expected at least 3 ([CLS] token [SEP]), got {args.max_seq_length}")
     for flag in ("--validation-file", "--test-file"):
-        if getattr(args, flag[2:].replace("-", "_")) and not args.train_file:
+        path = getattr(args, flag[2:].replace("-", "_"))
+        if path and not args.train_file:
             p.error(f"argument {flag}: only with --train-file (CoLA brings its own validation and test sets)")
+        if path and Path(path).resolve() == Path(args.train_file).resolve():
+            p.error(f"argument {flag}: the training file itself ({path}); its metrics would not measure "
+                    "anything learned: give held-out sentences, or leave it out")
     return args
 
 
@@ -111,9 +120,12 @@ def load_data(args) -> Data:
 def load_cola(args) -> Data:
     """CoLA as the tutorial uses it: the seeded 90/10 split of in_domain_train, and two test sets."""
     if args.data_dir:
+        fix = f"give the folder of the raw CoLA files, cola_public/raw ({', '.join(FILES.values())})"
         if not Path(args.data_dir).is_dir():
-            raise UserError("no such folder", "--data-dir", args.data_dir,
-                            f"give the folder of the raw CoLA files ({', '.join(FILES.values())})")
+            raise UserError("no such folder", "--data-dir", args.data_dir, fix)
+        for name in FILES.values():
+            if not (Path(args.data_dir) / name).is_file():
+                raise UserError(f"no {name} in the folder", "--data-dir", args.data_dir, fix)
         splits = load_raw(args.data_dir)
         where = {split: str(Path(args.data_dir) / name) for split, name in FILES.items()}
     else:
@@ -136,8 +148,14 @@ def load_files(args) -> Data:
     outside it is an error naming the file and line."""
     check_files([("--train-file", args.train_file), ("--validation-file", args.validation_file),
                  ("--test-file", args.test_file)])
-    columns = args.text_column, args.label_column
-    rows = read_labeled(args.train_file, *columns)
+    def read(path, names=None):
+        try:
+            return read_labeled(path, args.text_column, args.label_column, names)
+        except UserError as e:
+            if not str(e).startswith("missing column"):
+                raise
+            raise UserError(f"{e}; name the columns with --text-column and --label-column") from None
+    rows = read(args.train_file)
     names = label_names(rows)
     if len(names) < 2:
         raise UserError("a classifier needs at least two labels, the training file has one",
@@ -148,11 +166,11 @@ def load_files(args) -> Data:
     def split(name, source, rows):
         return Split(name, source, [r.text for r in rows], [ids[r.label] for r in rows])
     if args.validation_file:
-        train, val = rows, read_labeled(args.validation_file, *columns, names)
+        train, val = rows, read(args.validation_file, names)
         train_from, val_from = args.train_file, args.validation_file
     else:
         train, val, train_from, val_from = split_off_validation(rows, args.train_file, args.seed)
-    tests = [split("test", args.test_file, read_labeled(args.test_file, *columns, names))] if args.test_file else []
+    tests = [split("test", args.test_file, read(args.test_file, names))] if args.test_file else []
     return Data(names, split("train", train_from, train), split("validation", val_from, val), tests)
 
 
@@ -168,27 +186,52 @@ def split_off_validation(rows: list, source: str, seed: int) -> tuple[list, list
 
 # ----------------------------------------------------------------------------- model
 
-def load_model(args, labels: list[str]) -> BertForSequenceClassification:
-    """A classifier of `labels` from --model: its config (and so every checkpoint's config.json) names them."""
+def load_model(args, labels: list[str], device) -> tuple[BertForSequenceClassification, object]:
+    """-> (a classifier of `labels` from --model, whose config (and so every checkpoint's config.json) names
+    them; its tokenizer), after the checks that the model, its tokenizer and --max-seq-length fit together."""
     config = BertForSequenceClassification.read_hf_config(resolve(args.model))
     if "BertForSequenceClassification" in config.extra.get("architectures", []) and config.num_labels != len(labels):
         raise UserError(f"the model classifies {config.num_labels} labels, the data have {len(labels)}", "--model",
                         args.model, "start from its base model, or from a classifier of as many labels")
-    if args.max_length > config.max_position_embeddings:
-        raise UserError(f"argument --max-length: expected at most {config.max_position_embeddings} (the model's "
-                        f"max_position_embeddings), got {args.max_length}")
+    check_length("--max-seq-length", args.max_seq_length, config.max_position_embeddings)
+    tok = load_tokenizer(args.model)
+    if tok.token_to_id("[PAD]") is None:
+        raise UserError("the tokenizer has no [PAD] token", "--model", args.model, "use a BERT checkpoint whose "
+                        "vocabulary has [PAD]")
+    check_vocabulary(tok.get_vocab_size(), config.vocab_size, args.model)
     model = BertForSequenceClassification.from_pretrained(args.model, num_labels=len(labels))
     model.config.extra["id2label"] = {str(i): name for i, name in enumerate(labels)}  # to_hf_dict adds label2id
-    return model
+    return model.to(device), tok
+
+
+def classification_task(data: Data, train_ids: list[list[int]], tok, args, cfg) -> Task:
+    """What fit needs: the epoch's batches (bucketed by length with --bucket), padded batches, the
+    cross-entropy, and the validation metrics (val_mcc chooses the best)."""
+    pad_id, pad_to = tok.token_to_id("[PAD]"), args.max_seq_length if args.pad_to_max else None
+    lengths = [len(x) for x in train_ids] if args.bucket else None
+
+    def batches(epoch):
+        return batch_indices(len(train_ids), cfg.batch_size, cfg.seed, epoch, lengths=lengths)
+
+    def collate_examples(idx):
+        return collate([train_ids[i] for i in idx], [data.train.labels[i] for i in idx], pad_id, pad_to)
+
+    def loss_fn(m, b):
+        return F.cross_entropy(m(b["input_ids"], b["attention_mask"]), b["labels"]), len(b["labels"])
+
+    def validate(model):
+        return {f"val_{k}": v for k, v in evaluate(model, tok, data.validation, len(data.labels), args, cfg)[0].items()}
+    return Task(batches, collate_examples, loss_fn, evaluate=validate, metric="val_mcc", fingerprint=fingerprint(
+        train_ids, data.train.labels), tokenizer_from=args.model)
 
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate(model, tokenizer, split: Split, num_labels: int, args, dtype) -> tuple[dict, torch.Tensor]:
+def evaluate(model, tokenizer, split: Split, num_labels: int, args, cfg) -> tuple[dict, torch.Tensor]:
     """-> ({"loss" (mean cross-entropy), "mcc", "accuracy", and "macro_f1" past two labels}, probabilities
     [N, num_labels] on the CPU)."""
-    probs = classify(model, tokenizer, split.texts, max_length=args.max_length, batch_size=args.batch_size,
-                     pad_to=args.max_length if args.pad_to_max else None, amp_dtype=dtype)
+    probs = classify(model, tokenizer, split.texts, max_length=args.max_seq_length, batch_size=cfg.batch_size,
+                     pad_to=args.max_seq_length if args.pad_to_max else None, amp_dtype=cfg.amp_dtype)
     loss = F.nll_loss(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), torch.tensor(split.labels)).item()
     scores = {"loss": loss, **classification_metrics(split.labels, probs.argmax(-1).tolist(), num_labels)}
     return {k: round(v, 6) for k, v in scores.items()}, probs
@@ -217,70 +260,35 @@ def samples_md(split: Split, probs: torch.Tensor, names: list[str], args, evalua
             + "\n".join(rows) + "\n")
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    cfg, device, t0 = prepare_run(args)
-
-    data = load_data(args)
-    splits = [data.train, data.validation, *data.tests]
-    tok = load_tokenizer(args.model)
-    pad_id = tok.token_to_id("[PAD]")
-    if pad_id is None:
-        raise UserError("the tokenizer has no [PAD] token", "--model", args.model, "use a BERT checkpoint whose "
-                        "vocabulary has [PAD]")
-    model = load_model(args, data.labels).to(device)
-    train_ids = encode(tok, data.train.texts, args.max_length)
-    cut = {s.name: count_cut(tok, s.texts, args.max_length) for s in splits}
-    data_fingerprint = fingerprint(train_ids, data.train.labels)
-    log = start_run(cfg, fingerprints={".": data_fingerprint})
-
-    pad_to = args.max_length if args.pad_to_max else None
-    lengths = [len(x) for x in train_ids] if args.bucket else None
-    steps_per_epoch = -(-len(train_ids) // args.batch_size)
-    dtype, num_labels = amp_dtype(cfg.precision), len(data.labels)
-
-    def batches(epoch):
-        return batch_indices(len(train_ids), args.batch_size, args.seed, epoch, lengths=lengths)
-
-    def collate_examples(idx):
-        return collate([train_ids[i] for i in idx], [data.train.labels[i] for i in idx], pad_id, pad_to)
-
-    def loss_fn(m, b):
-        return F.cross_entropy(m(b["input_ids"], b["attention_mask"]), b["labels"]), len(b["labels"])
-
-    def validate(model):
-        return {f"val_{k}": v for k, v in evaluate(model, tok, data.validation, num_labels, args, dtype)[0].items()}
-
-    log.print(f"{'CoLA' if not args.train_file else 'data'}: {num_labels} labels ("
+def log_data(log, data: Data, cut: dict, args) -> None:
+    """The labels and each split: its size, where it comes from, how many sentences were cut."""
+    log.print(f"{'CoLA' if not args.train_file else 'data'}: {len(data.labels)} labels ("
               + ", ".join(f"{i} {name!r}" for i, name in enumerate(data.labels)) + ")")
-    for s in splits:
+    for s in data.splits:
         log.print(f"  {s.name}: {len(s.texts)} sentences from {s.source}"
-                  + (f"; {cut[s.name]} cut to --max-length {args.max_length} tokens" if cut[s.name] else ""))
+                  + (f"; {cut[s.name]} cut to --max-seq-length {args.max_seq_length} tokens" if cut[s.name] else ""))
     if not data.tests:
         log.print("  test: none (no --test-file), so no test metrics")
     log.event("data", labels=data.labels, **{s.name: {"n": len(s.texts), "source": s.source, "truncated": cut[s.name]}
-                                            for s in splits})
-    stop = f", stopping after {args.max_steps} (--max-steps)" if args.max_steps else ""
-    log.print(f"model {args.model} | {args.epochs} epochs x {steps_per_epoch} steps{stop} | batch {args.batch_size} "
-              f"| lr {args.lr} | {cfg.precision} | device {device} | padding "
-              + (f"fixed {pad_to}" if pad_to else "dynamic"))
-    result = fit(model, cfg, batches, collate_examples, loss_fn, evaluate=validate, metric="val_mcc",
-                 fingerprint=data_fingerprint, log=log, tokenizer_from=args.model)
-    if not is_main_process():  # rank 0 alone evaluates and writes
-        return result
+                                            for s in data.splits})
 
+
+def log_history(log, history: list[dict]) -> None:
+    """The tutorial's table: a row per epoch."""
     log.print("\n| epoch | training loss | valid. loss | valid. accur. | valid. MCC | training time | validation time |"
               "\n|---|---|---|---|---|---|---|")
-    for h in result["history"]:
+    for h in history:
         log.print(f"| {h['epoch']}{' (partial)' if h['partial'] else ''} | {h['train_loss']:.4f} | "
                   f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['val_mcc']:.4f} | {h['epoch_time_s']:.1f} s | "
                   f"{h['eval_time_s']:.1f} s |")
 
-    evaluated = best_or_last(result)
-    log.print(f"test metrics of the {evaluated}" if data.tests else "no test metrics: no --test-file")
+
+def test(model, tok, data: Data, args, cfg, log) -> tuple[dict, dict]:
+    """Each test set's metrics (and predictions_<name>.tsv) -> ({test set: metrics}, {test set: probabilities}),
+    with the validation set's probabilities when there is no test set (for samples.md)."""
     scores, probs = {}, {}
     for s in data.tests:
-        scores[s.name], probs[s.name] = evaluate(model, tok, s, num_labels, args, dtype)
+        scores[s.name], probs[s.name] = evaluate(model, tok, s, len(data.labels), args, cfg)
         scores[s.name]["n"] = len(s.texts)
         log.event("test", split=s.name, **scores[s.name])
         log.print(f"{s.name}: MCC {scores[s.name]['mcc']:.3f} | accuracy {scores[s.name]['accuracy']:.3f}"
@@ -288,15 +296,42 @@ def main(argv=None) -> dict:
                   + f" | {len(s.texts)} sentences")
         write_text(f"{args.output_dir}/predictions_{s.name}.tsv",
                    predictions_tsv(s, probs[s.name].argmax(-1).tolist(), data.labels))
-    shown = (data.tests or [data.validation])[0]  # the samples: of the (first) test set, else of the validation set
-    if shown.name not in probs:
-        probs[shown.name] = evaluate(model, tok, shown, num_labels, args, dtype)[1]
-    write_text(f"{args.output_dir}/samples.md", samples_md(shown, probs[shown.name], data.labels, args, evaluated))
+    if not data.tests:
+        probs["validation"] = evaluate(model, tok, data.validation, len(data.labels), args, cfg)[1]
+    return scores, probs
 
+
+def main(argv=None) -> dict:
+    """Fine-tune a classifier on the training sentences, validating on the validation set during training; then
+    the test sets' metrics and predictions, samples.md and metrics.json."""
+    args = parse_args(argv)
+    cfg, device, t0 = prepare_run(args)
+    data = load_data(args)
+    model, tok = load_model(args, data.labels, device)
+    train_ids = encode(tok, data.train.texts, args.max_seq_length)
+    cut = {s.name: count_cut(tok, s.texts, args.max_seq_length) for s in data.splits}
+    task = classification_task(data, train_ids, tok, args, cfg)
+    log = start_run(cfg, fingerprints={".": task.fingerprint})
+    log_data(log, data, cut, args)
+    stop = f", stopping after {cfg.max_steps} (--max-steps)" if cfg.max_steps else ""
+    log.print(f"model {args.model} | {cfg.epochs} epochs x {len(task.batches(0))} steps{stop} | "
+              f"batch {cfg.batch_size} | lr {cfg.lr} | {cfg.precision} | device {device} | padding "
+              + (f"fixed {args.max_seq_length}" if args.pad_to_max else "dynamic"))
+    result = fit(model, cfg, task, log)
+    if not is_main_process():  # rank 0 alone evaluates and writes
+        return result
+
+    log_history(log, result["history"])
+    evaluated = best_or_last(result)
+    log.print(f"test metrics of the {evaluated}" if data.tests else "no test metrics: no --test-file")
+    scores, probs = test(model, tok, data, args, cfg, log)
+    shown = (data.tests or [data.validation])[0]  # the samples: of the (first) test set, else of the validation set
+    write_text(f"{args.output_dir}/samples.md", samples_md(shown, probs[shown.name], data.labels, args, evaluated))
     train_s = sum(h["epoch_time_s"] for h in result["history"])  # without validation
     metrics = {"task": "classification" if args.train_file else "cola", "model": args.model, "labels": data.labels,
-               "data": {s.name: s.source for s in splits} | ({} if data.tests else {"test": "none (no --test-file)"}),
-               "sizes": {s.name: len(s.texts) for s in splits}, "truncated": cut,
+               "data": {s.name: s.source for s in data.splits} | ({} if data.tests else
+                                                                   {"test": "none (no --test-file)"}),
+               "sizes": {s.name: len(s.texts) for s in data.splits}, "truncated": cut,
                **{f"mcc_{name}": s["mcc"] for name, s in scores.items()}, "test": scores, "evaluated_model": evaluated,
                "precision": cfg.precision, "steps": result["step"], "epochs": result["history"],
                "train_time_s": round(train_s, 2), "seconds_per_step": round(train_s / max(1, result["step"]), 4),

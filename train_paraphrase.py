@@ -1,7 +1,7 @@
 """Paraphrase generation with BART, following T. Rajapakse, "BART for Paraphrasing with Simple
 Transformers" (2020): facebook/bart-large fine-tuned on positive paraphrase pairs for 2 epochs,
 batch 8, AdamW lr 5e-5 with linear warmup over 6% of the steps, max_seq_length 128; generation
-with top-k 50 / top-p 0.95 sampling, 3 sequences, max_length 128, and the config's num_beams 4 and
+with top-k 50 / top-p 0.95 sampling, 3 sequences, 128 output tokens, and the config's num_beams 4 and
 no_repeat_ngram_size 3 (so it samples within beams).
 
 Offline, `--model minilm` (or any BERT folder) builds a BART warm-started from BERT (Rothe et al.
@@ -37,27 +37,24 @@ from data.noising import bart_noise, word_start_table
 from data.paraphrase import (
     Pair,
     collate,
-    dedupe,
-    drop_near_copies,
     first_non_copy,
     load_hub,
     load_local,
-    normalize,
     paraphrase_metrics,
     read_pairs,
     split_heldout,
     to_labels,
+    training_pairs,
     unlabeled_text,
 )
 from data.tokens import encode, truncate
 from minibart import BartForConditionalGeneration
-from minibart.generation import check_generation_args
+from minibart.generation import Settings, check_generation_args, resolve_settings
 from minicore.checkpoint import read_config, resolve
 from minicore.errors import UserError
 from minicore.files import write_text
-from minicore.runtime import amp_dtype
 from minicore.tokenizer import load_tokenizer
-from minicore.validation import InvalidValue
+from minicore.validation import InvalidValue, check_length, check_vocabulary
 from minitasks.batching import evaluating, sorted_batches
 from minitasks.paraphrasing import paraphrase
 from minitrain.batching import batch_indices, to_device
@@ -66,9 +63,9 @@ from minitrain.distributed import is_main_process
 from minitrain.options import TrainConfig, add_training_args
 from minitrain.runs import RunLog, finish_run, prepare_run, run_info, start_run
 from minitrain.saving import fingerprint, last_checkpoint
-from minitrain.training import best_or_last, fit
+from minitrain.training import Task, best_or_last, fit
 
-VALIDATION_SHARE, MAX_VALIDATION = 0.05, 200  # --validation-pairs when not given: 5% of the pairs, at most 200
+FLAGS = {"max_length": "--max-target-length"}  # generate()'s arguments whose flag is not their name as a flag
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,15 +84,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--source-column", default="source", help="the column of the sentence to paraphrase")
     d.add_argument("--target-column", default="target", help="the column of its paraphrase")
     d.add_argument("--validation-pairs", type=int,
-                   help=f"hold out this many training pairs (seeded) for validation when no --validation-file is "
-                        f"given; 0: no evaluation during training (when not given: {VALIDATION_SHARE * 100:.0f}%% of "
-                        f"the pairs, at most {MAX_VALIDATION})")
+                   help="hold out this many training pairs (seeded) for validation when no --validation-file is "
+                        "given; 0: no evaluation during training (when not given: 5%% of the pairs, at most 200)")
     d.add_argument("--max-seq-length", type=int, default=128,
-                   help="tokens per sentence, special tokens included; longer ones are cut (the log counts them)")
+                   help="input tokens per sentence, special tokens included; longer ones are cut (the log counts "
+                        "them)")
     d.add_argument("--both-directions", action="store_true", help="also train on (target, source)")
     d.add_argument("--max-pair-bleu", type=float,
-                   help="drop training pairs whose target scores at least this sentence BLEU against its source "
-                        "(near-copies; when not given: keep all, as the blog)")
+                   help="drop training pairs whose target scores at least this sentence BLEU against its source: "
+                        "near-copies (a word changed, words reordered) teach a model to copy its input; dropping "
+                        "them trades some BLEU against the reference for fewer copies (when not given: keep all, as "
+                        "the blog)")
     n = p.add_argument_group("denoising stage (before fine-tuning)")
     n.add_argument("--denoise-steps", type=int, default=0,
                    help="BART denoising steps on unlabeled text before fine-tuning (0 = none)")
@@ -113,14 +112,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--max-eval", type=int, help="evaluate on a seeded sample of this many test pairs")
     e.add_argument("--eval-batch-size", type=int, default=32, help="sentences per batch in evaluation")
     e.add_argument("--eval-only", action="store_true",
-                   help="no training: evaluate --model (a BART checkpoint) as it is, e.g. with other generation "
-                        "settings")
+                   help="no training: score --model (a BART checkpoint: one this script trained, or another) on the "
+                        "test pairs as it is, e.g. to compare generation settings on a trained model without "
+                        "training it again")
     g = p.add_argument_group("generation (the blog's)")
     g.add_argument("--num-beams", type=int, default=4, help="beams of the beam search (and of the sampling)")
     g.add_argument("--no-repeat-ngram-size", type=int, default=3, help="no n-gram twice in an output (0 = off)")
     g.add_argument("--encoder-no-repeat-ngram-size", type=int, default=0,
                    help="ban every n-gram of the source from the output (against copying; 0 = off, the blog's)")
-    g.add_argument("--max-length", type=int, default=128, help="generated tokens, start token included")
+    g.add_argument("--max-target-length", type=int, default=128,
+                   help="output tokens generated per paraphrase, the decoder start token included")
     g.add_argument("--top-k", type=int, default=50, help="sampling: from the k most likely tokens")
     g.add_argument("--top-p", type=float, default=0.95,
                    help="sampling: from the most likely tokens that make up this probability")
@@ -157,23 +158,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def generation_settings(args) -> dict[str, dict]:
-    """generate()'s arguments for the samples: by beam search (every beam returned) and by the blog's sampling."""
+def generation_arguments(args) -> dict[str, dict]:
+    """generate()'s arguments from the flags: by beam search (every beam returned) and by the blog's sampling."""
     common = dict(num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                  encoder_no_repeat_ngram_size=args.encoder_no_repeat_ngram_size, max_length=args.max_length)
+                  encoder_no_repeat_ngram_size=args.encoder_no_repeat_ngram_size, max_length=args.max_target_length)
     return {"beam": {**common, "num_return_sequences": args.num_beams},
             "sampled": {**common, "do_sample": True, "top_k": args.top_k, "top_p": args.top_p,
                         "num_return_sequences": args.num_return_sequences}}
 
 
-def check_generation_flags(args, config=None) -> None:
-    """The generation flags as generate() will check them (with the model's config: also against its positions);
-    a bad one is a UserError naming the flag."""
-    for kw in generation_settings(args).values():
+def check_generation_flags(args) -> None:
+    """The generation flags' values, before any model is loaded (the checks that need the model wait for
+    `generation_settings`); a bad one is a UserError naming the flag."""
+    for kw in generation_arguments(args).values():
         try:
-            check_generation_args(config, **kw)
+            check_generation_args(None, **kw)
         except InvalidValue as e:
-            raise e.as_flag() from None
+            raise e.as_flag(flags=FLAGS) from None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The run's generation settings, resolved once against the model: for the samples and metrics by beam
+    search and by sampling, and the best beam alone for --validation-metric ibleu."""
+    beam: Settings
+    sampled: Settings
+    best_beam: Settings
+
+
+def generation_settings(args, config) -> Generation:
+    """The generation flags resolved and checked against the model's config (its positions and vocabulary)."""
+    try:
+        beam, sampled = (resolve_settings(config, **kw) for kw in generation_arguments(args).values())
+    except InvalidValue as e:
+        raise e.as_flag(flags=FLAGS) from None
+    return Generation(beam, sampled, dataclasses.replace(beam, num_return_sequences=1))
 
 
 # ----------------------------------------------------------------------------- data
@@ -213,17 +232,10 @@ def read_train(args) -> tuple[list[Pair], str]:
             "hub: paws labeled_final + glue mrpc + sentence-transformers/quora-duplicates")
 
 
-def without_sentences(pairs: list[Pair], held: list[Pair]) -> list[Pair]:
-    """The pairs that share no sentence (after `normalize`) with the held-out pairs: none is trained on."""
-    seen = {normalize(s) for p in held for s in p}
-    return [p for p in pairs if normalize(p.source) not in seen and normalize(p.target) not in seen]
-
-
 def load_pairs(args) -> Pairs:
-    """The training, validation and test pairs. The training pairs are deduplicated, cleared of copies and of
-    every sentence of the test pairs (all of them: --max-eval only samples those evaluated) and of the validation
-    pairs, and (--max-pair-bleu) of near-copies; without a --validation-file the validation pairs are a seeded
-    sample of them. --eval-only reads the test pairs alone."""
+    """The training, validation and test pairs (data.paraphrase.training_pairs filters the training pairs: the
+    test sentences it clears them of are all the test pairs', as --max-eval only samples those evaluated).
+    --eval-only reads the test pairs alone."""
     test, test_from = read_test(args)
     evaluated = test
     if args.max_eval is not None and args.max_eval < len(test):
@@ -231,30 +243,13 @@ def load_pairs(args) -> Pairs:
     if args.eval_only:
         return Pairs([], [], evaluated, f"test: {test_from}", "")
     raw, train_from = read_train(args)
-    steps = [(len(raw), "pairs read")]
-    train = without_sentences(dedupe(raw), test)
-    steps.append((len(train), "after dropping duplicates, copies and test sentences"))
-    if args.max_pair_bleu is not None:
-        train = drop_near_copies(train, args.max_pair_bleu)
-        steps.append((len(train), f"after dropping near-copies (--max-pair-bleu {args.max_pair_bleu})"))
+    validation = args.validation_pairs  # how many to hold out (None: the default share)
     if args.validation_file:
         validation = read_pairs(args.validation_file, args.source_column, args.target_column)
-        validation_from = args.validation_file
-    else:
-        n = args.validation_pairs
-        n = min(MAX_VALIDATION, int(VALIDATION_SHARE * len(train))) if n is None else n
-        if train and n >= len(train):
-            raise UserError("--validation-pairs leaves no training pairs", "--validation-pairs", n,
-                            f"there are {len(train)} training pairs: hold out fewer")
-        train, validation = split_heldout(train, min(n, len(train)), args.seed)
-        validation_from = f"{n} training pairs held out (seed {args.seed})" if n else "none"
-    if validation:
-        train = without_sentences(train, validation)
-        steps.append((len(train), "after removing the validation pairs and their sentences"))
-    if args.both_directions:
-        train = dedupe(train + [Pair(p.target, p.source) for p in train])
-        steps.append((len(train), "in both directions"))
-    counts = ", ".join(f"{n} {what}" for n, what in steps)
+    train, validation, counts = training_pairs(raw, test, validation, args.seed, args.max_pair_bleu,
+                                               args.both_directions)
+    validation_from = args.validation_file or (f"{len(validation)} training pairs held out (seed {args.seed})"
+                                               if validation else "none")
     if not train:
         raise UserError(f"no training pairs left ({counts})", train_from,
                         fix="give training data with positive paraphrase pairs that are not copies")
@@ -272,7 +267,7 @@ def encode_pairs(tok, pairs: list[Pair], max_length: int, decoder_start_token_id
 
 # ----------------------------------------------------------------------------- model
 
-def load_model(name: str, eval_only: bool = False) -> BartForConditionalGeneration:
+def load_bart(name: str, eval_only: bool = False) -> BartForConditionalGeneration:
     """A BART checkpoint, or (to train) a BART warm-started from a BERT checkpoint (model_type "bert")."""
     if read_config(resolve(name)).get("model_type") != "bert":
         return BartForConditionalGeneration.from_pretrained(name)
@@ -283,13 +278,14 @@ def load_model(name: str, eval_only: bool = False) -> BartForConditionalGenerati
     return BartForConditionalGeneration.from_bert(name)
 
 
-def check_model(args, config) -> None:
-    """--max-seq-length and the generation flags within what the model can do."""
-    positions = config.max_position_embeddings
-    if args.max_seq_length > positions:
-        raise UserError(f"argument --max-seq-length: expected at most {positions}: the model has {positions} "
-                        f"positions, got {args.max_seq_length}")
-    check_generation_flags(args, config)
+def load_model(args) -> tuple[BartForConditionalGeneration, object, Generation]:
+    """-> (the model, its tokenizer, the generation settings), after the checks that the model, its tokenizer,
+    --max-seq-length and the generation flags fit together."""
+    tok = load_tokenizer(args.model)
+    model = load_bart(args.model, args.eval_only)
+    check_length("--max-seq-length", args.max_seq_length, model.config.max_position_embeddings)
+    check_vocabulary(tok.get_vocab_size(), model.config.vocab_size, args.model)
+    return model, tok, generation_settings(args, model.config)
 
 
 def loss_fn(m, b):
@@ -355,8 +351,8 @@ def denoise_stage(model, data: Denoising, args, cfg: TrainConfig, log: RunLog) -
                                 resume=cfg.resume and last_checkpoint(out) is not None, eval_every=0, keep_best=False,
                                 early_stopping_patience=None)
     log.event("stage", name="denoise", steps=args.denoise_steps, chunks=len(chunks))
-    return fit(model, stage, batches, collate_noised, loss_fn, fingerprint=fingerprint(chunks), log=log,
-               tokenizer_from=args.model)
+    task = Task(batches, collate_noised, loss_fn, fingerprint=fingerprint(chunks), tokenizer_from=args.model)
+    return fit(model, stage, task, log)
 
 
 # ----------------------------------------------------------------------------- fine-tuning and evaluation
@@ -373,43 +369,95 @@ def validation_loss(model, sources: list[list[int]], labels: list[list[int]], ba
     return float(total / tokens)
 
 
-def validator(tok, pairs: list[Pair], ids: tuple[list, list], args, amp: torch.dtype | None, lowercase: bool):
+def is_uncased(tok) -> bool:
+    """An uncased model (it lowercases its input): BLEU is then computed lowercased."""
+    return tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"
+
+
+def validator(tok, pairs: list[Pair], ids: tuple[list, list], args, cfg: TrainConfig, generation: Generation):
     """fit's `evaluate` on the validation pairs (their token ids `ids`: sources, labels): the loss, and with
     --validation-metric ibleu also BLEU, BLEU against the source and iBLEU of the best beam."""
     sources, references = [p.source for p in pairs], [p.target for p in pairs]
-    best_beam = {**generation_settings(args)["beam"], "num_return_sequences": 1}
 
     def validate(model) -> dict:
-        metrics = {"val_loss": round(validation_loss(model, *ids, args.eval_batch_size, amp), 6)}
+        metrics = {"val_loss": round(validation_loss(model, *ids, args.eval_batch_size, cfg.amp_dtype), 6)}
         if args.validation_metric == "ibleu":
             out = paraphrase(model, tok, sources, max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size,
-                             amp_dtype=amp, **best_beam)
-            scores = paraphrase_metrics(sources, references, [x[0] for x in out], lowercase)
+                             amp_dtype=cfg.amp_dtype, settings=generation.best_beam)
+            scores = paraphrase_metrics(sources, references, [x[0] for x in out], is_uncased(tok))
             metrics.update({f"val_{k}": round(scores[k], 4) for k in ("bleu", "self_bleu", "ibleu")})
         return metrics
     return validate
 
 
-def fine_tune(model, ids: tuple[list, list], validate, args, cfg: TrainConfig, device, log: RunLog) -> dict:
+def fine_tune(model, ids: tuple[list, list], validate, args, cfg: TrainConfig, log: RunLog) -> dict:
     """Fine-tuning on the training pairs (their token ids `ids`: sources, labels), evaluated by `validate`
     (None without validation pairs)."""
     sources, labels = ids
-    steps_per_epoch = -(-len(sources) // args.batch_size)
 
     def batches(epoch):
-        return batch_indices(len(sources), args.batch_size, args.seed, epoch)
+        return batch_indices(len(sources), cfg.batch_size, cfg.seed, epoch)
 
     def collate_pairs(idx):
         return collate([sources[i] for i in idx], [labels[i] for i in idx], model.config.pad_token_id)
 
     metric = f"val_{args.validation_metric}"
+    steps_per_epoch = len(batches(0))
+    stop = cfg.epochs * steps_per_epoch > (cfg.max_steps or math.inf)
     log.event("stage", name="fine-tune", pairs=len(sources), steps_per_epoch=steps_per_epoch)
-    log.print(f"fine-tuning {args.model} | {args.epochs} epoch{'s' * (args.epochs != 1)} x {steps_per_epoch} steps "
-              f"| batch {args.batch_size} | lr {args.lr} | warmup {args.warmup_ratio} | {cfg.precision} "
-              f"| device {device} | " + (f"validation {metric}" if validate else "no validation"))
-    return fit(model, cfg, batches, collate_pairs, loss_fn, evaluate=validate, metric=validate and metric,
-               higher_is_better=metric == "val_ibleu", fingerprint=fingerprint(sources, labels), log=log,
-               tokenizer_from=args.model)
+    log.print(f"fine-tuning {args.model} | {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} x {steps_per_epoch} steps"
+              + (f", stopping after {cfg.max_steps} (--max-steps)" if stop else "")
+              + f" | batch {cfg.batch_size} | lr {cfg.lr} | warmup {cfg.warmup_ratio} | {cfg.precision} "
+              f"| device {cfg.device} | " + (f"validation {metric}" if validate else "no validation"))
+    task = Task(batches, collate_pairs, loss_fn, evaluate=validate, metric=validate and metric,
+                higher_is_better=metric == "val_ibleu", fingerprint=fingerprint(sources, labels),
+                tokenizer_from=args.model)
+    return fit(model, cfg, task, log)
+
+
+def test_outputs(model, tok, sources: list[str], args, cfg: TrainConfig, generation: Generation) -> dict:
+    """The paraphrases of the test sources: every beam, the blog's beam-sample, and the outputs scored."""
+    run_with = dict(max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size, progress=True,
+                    amp_dtype=cfg.amp_dtype)
+    beams = paraphrase(model, tok, sources, **run_with, settings=generation.beam)
+    torch.manual_seed(cfg.seed)
+    sampled = paraphrase(model, tok, sources, **run_with, settings=generation.sampled)
+    return {"beams": beams, "sampled": sampled,
+            "paraphrase": [b[0] for b in beams],  # the best beam
+            "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],
+            "paraphrase_sampled": [x[0] for x in sampled]}  # the blog's beam-sample, its first sequence
+
+
+SCORED = {"paraphrase": "best beam", "paraphrase_no_copy": "best non-copy beam", "paraphrase_sampled": "beam-sample"}
+
+
+def score(test: list[Pair], outputs: dict, lowercase: bool, log: RunLog) -> tuple[dict, dict]:
+    """-> (the metrics of each scored output, those of copying the source), logged."""
+    sources, refs = [p.source for p in test], [p.target for p in test]
+
+    def metrics(out: list[str]) -> dict:
+        return {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, out, lowercase).items()}
+    scores, copy = {name: metrics(outputs[name]) for name in SCORED}, metrics(sources)
+    log.event("eval", **scores["paraphrase"], no_copy=scores["paraphrase_no_copy"],
+              sampled=scores["paraphrase_sampled"], copy_baseline=copy)
+    for name, what in SCORED.items():
+        m = scores[name]
+        log.print(f"test ({len(test)} pairs), {what}: BLEU {m['bleu']:.2f} | BLEU vs source {m['self_bleu']:.2f} "
+                  f"| iBLEU {m['ibleu']:.2f} (copy baseline {copy['ibleu']:.2f}) | copy rate {m['copy_rate']:.3f} "
+                  f"| length ratio {m['length_ratio']:.3f}")
+    return scores, copy
+
+
+def write_generations(args, test: list[Pair], outputs: dict) -> None:
+    """generations.jsonl (every test pair and its outputs) and samples.md (5 seeded pairs)."""
+    write_text(f"{args.output_dir}/generations.jsonl", "".join(
+        json.dumps({"source": p.source, "reference": p.target, **{name: outputs[name][i] for name in SCORED}},
+                   ensure_ascii=False) + "\n" for i, p in enumerate(test)))
+    picks = sorted(random.Random(args.seed).sample(range(len(test)), min(5, len(test))))
+    write_text(f"{args.output_dir}/samples.md", samples_md(args, [test[i] for i in picks],
+                                                          [outputs["beams"][i][:args.num_return_sequences]
+                                                           for i in picks],
+                                                          [outputs["sampled"][i] for i in picks]))
 
 
 def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[list[str]]) -> str:
@@ -426,94 +474,73 @@ def samples_md(args, pairs: list[Pair], beams: list[list[str]], sampled: list[li
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    cfg, device, t0 = prepare_run(args, subruns=["denoise"])
-
-    check_files([("--train-file", args.train_file), ("--validation-file", args.validation_file),
-                 ("--test-file", args.test_file), *(("--denoise-text", f) for f in args.denoise_text)])
-    pairs = load_pairs(args)
+def check_validation_pairs(args, pairs: Pairs) -> None:
+    """--keep-best, --eval-every and --early-stopping-patience need validation pairs."""
     needs_validation = [flag for flag, value in [("--keep-best", args.keep_best), ("--eval-every", args.eval_every),
                                                  ("--early-stopping-patience", args.early_stopping_patience)] if value]
     if needs_validation and not pairs.validation:
         raise UserError(f"{needs_validation[0]} needs validation pairs, and none are held out", "--validation-pairs",
                         0, f"pass --validation-pairs N with N >= 1 (there are {len(pairs.train)} training pairs) "
                            "or a --validation-file")
-    tok = load_tokenizer(args.model)
-    model = load_model(args.model, args.eval_only)
-    check_model(args, model.config)
-    resume_fine_tuning = args.resume and last_checkpoint(args.output_dir) is not None  # then denoising is done
-    denoising = denoising_data(tok, pairs.train, args) if args.denoise_steps and not resume_fine_tuning else None
-    start_id = model.config.decoder_start_token_id
-    *train_ids, train_cut = encode_pairs(tok, pairs.train, args.max_seq_length, start_id)
-    *validation_ids, validation_cut = encode_pairs(tok, pairs.validation, args.max_seq_length, start_id)
-    amp = amp_dtype(cfg.precision)
-    lowercase = tok.decode(tok.encode("A").ids, skip_special_tokens=True) == "a"  # an uncased model
-    fingerprints = ({".": fingerprint(*train_ids)} | ({"denoise": fingerprint(denoising.chunks)} if denoising else {})
-                    if cfg.resume else None)
-    log = start_run(cfg, subruns=["denoise"], fingerprints=fingerprints)
 
+
+def log_data(log: RunLog, pairs: Pairs, cut: tuple[int, int], args) -> None:
+    """How many pairs of each kind, from where, and how many sentences were cut."""
     if args.eval_only:
         log.print(f"paraphrase: {len(pairs.test)} test pairs | {pairs.source}")
     else:
         log.print(f"paraphrase: {pairs.counts}; {len(pairs.validation)} validation pairs, {len(pairs.test)} test pairs "
                   f"| {pairs.source}")
-    if train_cut or validation_cut:
-        log.print(f"cut to --max-seq-length {args.max_seq_length} tokens: {train_cut} of the {2 * len(pairs.train)} "
-                  f"training sentences, {validation_cut} of the {2 * len(pairs.validation)} validation sentences")
-    denoise, result = None, {"history": [], "evals": [], "best": None, "step": 0, "train_time_s": 0.0,
-                             "checkpoint": None}
+    if any(cut):
+        log.print(f"cut to --max-seq-length {args.max_seq_length} tokens: {cut[0]} of the {2 * len(pairs.train)} "
+                  f"training sentences, {cut[1]} of the {2 * len(pairs.validation)} validation sentences")
+
+
+NOT_TRAINED = {"history": [], "evals": [], "best": None, "step": 0, "train_time_s": 0.0, "checkpoint": None}
+
+
+def main(argv=None) -> dict:
+    """Optionally a denoising stage, then fine-tuning on the training pairs (validated on the validation pairs);
+    then the test pairs paraphrased by beam search and by sampling, scored, and metrics.json."""
+    args = parse_args(argv)
+    cfg, device, t0 = prepare_run(args, subruns=["denoise"])
+    check_files([("--train-file", args.train_file), ("--validation-file", args.validation_file),
+                 ("--test-file", args.test_file), *(("--denoise-text", f) for f in args.denoise_text)])
+    pairs = load_pairs(args)
+    check_validation_pairs(args, pairs)
+    model, tok, generation = load_model(args)
+    resume_fine_tuning = cfg.resume and last_checkpoint(cfg.output_dir) is not None  # then denoising is done
+    denoising = denoising_data(tok, pairs.train, args) if args.denoise_steps and not resume_fine_tuning else None
+    start_id = model.config.decoder_start_token_id
+    *train_ids, train_cut = encode_pairs(tok, pairs.train, args.max_seq_length, start_id)
+    *validation_ids, validation_cut = encode_pairs(tok, pairs.validation, args.max_seq_length, start_id)
+    fingerprints = ({".": fingerprint(*train_ids)} | ({"denoise": fingerprint(denoising.chunks)} if denoising else {})
+                    if cfg.resume else None)
+    log = start_run(cfg, subruns=["denoise"], fingerprints=fingerprints)
+    log_data(log, pairs, (train_cut, validation_cut), args)
+
+    denoise, result = None, dict(NOT_TRAINED)
     if args.eval_only:
         model.to(device)
     else:
         if denoising:
             denoise = denoise_stage(model, denoising, args, cfg, log)
-        validate = validator(tok, pairs.validation, validation_ids, args, amp, lowercase) if pairs.validation else None
-        result = fine_tune(model, train_ids, validate, args, dataclasses.replace(cfg, resume=resume_fine_tuning),
-                           device, log)
+        validate = validator(tok, pairs.validation, validation_ids, args, cfg, generation) if pairs.validation else None
+        result = fine_tune(model, train_ids, validate, args, dataclasses.replace(cfg, resume=resume_fine_tuning), log)
     if not is_main_process():  # rank 0 alone evaluates and writes
         return result
 
     evaluated = f"model {args.model} as given (--eval-only)" if args.eval_only else best_or_last(result)
     log.print(f"test metrics of the {evaluated}")
     t_eval = time.perf_counter()
-    test = pairs.test
-    sources, refs = [p.source for p in test], [p.target for p in test]
-    settings = generation_settings(args)
-    run_with = dict(max_seq_length=args.max_seq_length, batch_size=args.eval_batch_size, progress=True, amp_dtype=amp)
-    beams = paraphrase(model, tok, sources, **run_with, **settings["beam"])
-    torch.manual_seed(args.seed)
-    sampled = paraphrase(model, tok, sources, **run_with, **settings["sampled"])
-    outputs = {"paraphrase": [b[0] for b in beams],  # the best beam
-               "paraphrase_no_copy": [first_non_copy(s, b) for s, b in zip(sources, beams)],
-               "paraphrase_sampled": [x[0] for x in sampled]}  # the blog's beam-sample, its first sequence
-
-    def score(out: list[str]) -> dict:
-        return {k: round(v, 4) for k, v in paraphrase_metrics(sources, refs, out, lowercase).items()}
-
-    scores, copy = {name: score(out) for name, out in outputs.items()}, score(sources)
-    log.event("eval", **scores["paraphrase"], no_copy=scores["paraphrase_no_copy"],
-              sampled=scores["paraphrase_sampled"], copy_baseline=copy)
-    for name, what in [("paraphrase", "best beam"), ("paraphrase_no_copy", "best non-copy beam"),
-                       ("paraphrase_sampled", "beam-sample")]:
-        m = scores[name]
-        log.print(f"test ({len(test)} pairs), {what}: BLEU {m['bleu']:.2f} | BLEU vs source {m['self_bleu']:.2f} "
-                  f"| iBLEU {m['ibleu']:.2f} (copy baseline {copy['ibleu']:.2f}) | copy rate {m['copy_rate']:.3f} "
-                  f"| length ratio {m['length_ratio']:.3f}")
-    write_text(f"{args.output_dir}/generations.jsonl", "".join(
-        json.dumps({"source": s, "reference": r, **{name: out[i] for name, out in outputs.items()}},
-                   ensure_ascii=False) + "\n" for i, (s, r) in enumerate(zip(sources, refs))))
-
-    picks = sorted(random.Random(args.seed).sample(range(len(test)), min(5, len(test))))
-    write_text(f"{args.output_dir}/samples.md", samples_md(args, [test[i] for i in picks],
-                                                          [beams[i][:args.num_return_sequences] for i in picks],
-                                                          [sampled[i] for i in picks]))
-
+    outputs = test_outputs(model, tok, [p.source for p in pairs.test], args, cfg, generation)
+    scores, copy = score(pairs.test, outputs, is_uncased(tok), log)
+    write_generations(args, pairs.test, outputs)
     metrics = {"task": "paraphrase", "model": args.model, "data": pairs.source,
                "sizes": {"train_pairs": len(pairs.train), "validation_pairs": len(pairs.validation),
-                         "eval_pairs": len(test), "cut_sentences": train_cut + validation_cut},
+                         "eval_pairs": len(pairs.test), "cut_sentences": train_cut + validation_cut},
                "evaluated_model": evaluated, "eval": scores["paraphrase"], "eval_no_copy": scores["paraphrase_no_copy"],
-               "eval_sampled": scores["paraphrase_sampled"], "copy_baseline": copy, "bleu_lowercase": lowercase,
+               "eval_sampled": scores["paraphrase_sampled"], "copy_baseline": copy, "bleu_lowercase": is_uncased(tok),
                "denoise": denoise and {"steps": denoise["step"], "history": denoise["history"],
                                        "train_time_s": denoise["train_time_s"]},
                "epochs": result["history"], "validations": result["evals"], "best_validation": result["best"],

@@ -24,7 +24,10 @@ import math
 import random
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from data.squad import (
     Answer,
@@ -41,7 +44,7 @@ from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
 from minicore.errors import UserError
 from minicore.files import write_json, write_text
-from minicore.runtime import amp_dtype
+from minicore.validation import check_length, check_vocabulary
 from minitasks.question_answering import span_logits
 from minitrain.batching import batch_indices
 from minitrain.cli import ArgumentParser, check_files, run
@@ -49,7 +52,7 @@ from minitrain.distributed import is_main_process, world_size
 from minitrain.options import add_training_args, number
 from minitrain.runs import finish_run, prepare_run, run_info, start_run
 from minitrain.saving import fingerprint
-from minitrain.training import best_or_last, fit
+from minitrain.training import Task, best_or_last, fit
 
 EVAL_BATCH_SIZE = 64
 N_BEST_SIZE = 20  # candidate starts and ends per window (run_squad.py)
@@ -77,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="evaluate on a seeded sample of this many dev questions (smoke / CPU runs)")
     f = p.add_argument_group("features and answers")
     f.add_argument("--max-seq-length", type=number(int, 1, True), default=384,
-                   help="tokens per window: [CLS] question [SEP] context [SEP]")
+                   help="input tokens per window: [CLS] question [SEP] context [SEP]")
     f.add_argument("--doc-stride", type=number(int, 1, True), default=128,
                    help="context tokens from one window's start to the next's")
     f.add_argument("--max-query-length", type=number(int, 1, True), default=64,
@@ -135,12 +138,11 @@ def split_training(questions: list[SquadExample], args) -> tuple[list[SquadExamp
     return train, [e for i, e in enumerate(questions) if i in held]
 
 
-def evaluate(model, examples: list[SquadExample], features: list[SquadFeature], args, precision: str,
+def evaluate(model, examples: list[SquadExample], features: list[SquadFeature], args, amp: torch.dtype | None,
              progress: bool = False) -> tuple[list[Answer], dict]:
     """-> (the model's answer to each example, the official SQuAD metrics of those answers)."""
     version_2 = args.version == "2.0"
-    starts, ends = span_logits(model, features, batch_size=EVAL_BATCH_SIZE, amp_dtype=amp_dtype(precision),
-                               progress=progress)
+    starts, ends = span_logits(model, features, batch_size=EVAL_BATCH_SIZE, amp_dtype=amp, progress=progress)
     answers = select_answers(examples, features, starts, ends, version_2=version_2, n_best_size=N_BEST_SIZE,
                              max_answer_length=MAX_ANSWER_LENGTH, null_threshold=args.null_threshold)
     scores = squad_evaluate({e.id: e.answer_texts for e in examples}, {e.id: a.text for e, a in zip(examples, answers)},
@@ -194,75 +196,136 @@ def samples_md(examples: list[SquadExample], predictions: dict, null_odds: dict,
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    cfg, device, t0 = prepare_run(args)
-    version_2 = args.version == "2.0"
+def load_model(args, device) -> tuple[BertForQuestionAnswering, object]:
+    """-> (the model, its tokenizer), after the checks that they and --max-seq-length fit together."""
+    tok = load_tokenizer(args.model)
+    model = BertForQuestionAnswering.from_pretrained(args.model).to(device)
+    check_length("--max-seq-length", args.max_seq_length, model.config.max_position_embeddings)
+    check_vocabulary(tok.get_vocab_size(), model.config.vocab_size, args.model)
+    return model, tok
 
+
+@dataclass
+class Data:
+    """The questions of each split, where they come from, and (`featurize_data`) their features (windows)."""
+    all_train: list[SquadExample]  # the training file's questions, before the validation and --train-fraction cuts
+    questions: dict[str, list[SquadExample]]  # train, validation, dev
+    source: dict[str, str]  # train, dev
+    features: dict[str, list[SquadFeature]] | None = None
+    cut: dict[str, int] | None = None  # questions cut to --max-query-length, per split
+    featurize_s: float = 0.0
+
+
+def load_data(args) -> Data:
+    """The training questions (minus the held-out validation questions, then --train-fraction), the validation
+    and the dev questions (--max-eval-examples samples them)."""
     all_train, train_source = load_split(args, "train")
     train, validation = split_training(all_train, args)
     dev, dev_source = load_split(args, "dev")
     if args.max_eval_examples is not None and args.max_eval_examples < len(dev):
         dev = sample_questions(dev, args.max_eval_examples / len(dev), args.seed)
-    tok = load_tokenizer(args.model)
-    model = BertForQuestionAnswering.from_pretrained(args.model).to(device)
-    positions = model.config.max_position_embeddings
-    if args.max_seq_length > positions:
-        raise UserError(f"more tokens than the model has positions ({positions})", "--max-seq-length",
-                        args.max_seq_length, f"pass at most {positions}")
+    return Data(all_train, {"train": train, "validation": validation, "dev": dev},
+                {"train": train_source, "dev": dev_source})
+
+
+def featurize_data(data: Data, tok, args) -> None:
+    """Each split's features, and how many of its questions were cut to --max-query-length."""
     t = time.perf_counter()
-    train_features, val_features, dev_features = (
-        featurize(split, tok, args.max_seq_length, args.doc_stride, args.max_query_length)
-        for split in (train, validation, dev))
-    featurize_s = time.perf_counter() - t
-    cut = [sum(len(q.ids) > args.max_query_length for q in tok.encode_batch([e.question for e in split],
-                                                                           add_special_tokens=False))
-           for split in (train, validation, dev)]
-    data_fingerprint = fingerprint([f.input_ids for f in train_features], [f.start_position for f in train_features],
-                                   [f.end_position for f in train_features])
-    log = start_run(cfg, fingerprints={".": data_fingerprint})
-    steps_per_epoch = -(-len(train_features) // args.batch_size)
-    total_steps = min(args.epochs * steps_per_epoch, args.max_steps or args.epochs * steps_per_epoch)
+    data.features = {name: featurize(split, tok, args.max_seq_length, args.doc_stride, args.max_query_length)
+                     for name, split in data.questions.items()}
+    data.featurize_s = time.perf_counter() - t
+    data.cut = {name: sum(len(q.ids) > args.max_query_length
+                          for q in tok.encode_batch([e.question for e in split], add_special_tokens=False))
+                for name, split in data.questions.items()}
+
+
+def qa_task(model, data: Data, args, cfg) -> Task:
+    """What fit needs: shuffled batches of training features, the span loss, the validation questions' SQuAD F1."""
+    train, validation = data.features["train"], data.questions["validation"]
 
     def batches(epoch):
-        return batch_indices(len(train_features), args.batch_size, args.seed, epoch)
+        return batch_indices(len(train), cfg.batch_size, cfg.seed, epoch)
 
     def collate_features(idx):
-        return collate([train_features[i] for i in idx], model.config.pad_token_id)
+        return collate([train[i] for i in idx], model.config.pad_token_id)
 
     def loss_fn(m, b):
         start, end = m(b["input_ids"], b["attention_mask"], b["token_type_ids"])
         return qa_loss(start, end, b["start_positions"], b["end_positions"]), len(b["input_ids"])
 
     def validate(m):
-        _, scores = evaluate(m, validation, val_features, args, cfg.precision)
+        _, scores = evaluate(m, validation, data.features["validation"], args, cfg.amp_dtype)
         return {"val_exact": round(scores["exact"], 4), "val_f1": round(scores["f1"], 4)}
+    return Task(batches, collate_features, loss_fn, evaluate=validate if validation else None,
+                metric="val_f1" if validation else None, unit="features", tokenizer_from=args.model,
+                fingerprint=fingerprint([f.input_ids for f in train], [f.start_position for f in train],
+                                        [f.end_position for f in train]))
 
-    log.print(f"SQuAD {args.version}: {len(train)} training questions ({100 * args.train_fraction:.3g}% of "
-              f"{len(all_train) - len(validation)}, seed {args.seed}) and {len(validation)} validation questions "
-              f"(held out, seeded) from {train_source}; {len(dev)} dev questions from {dev_source}; "
-              f"featurized in {featurize_s:.1f} s")
-    if any(cut):
-        log.print(f"questions longer than --max-query-length {args.max_query_length} tokens, cut to it: {cut[0]} "
-                  f"training, {cut[1]} validation, {cut[2]} dev")
+
+def log_start(log, data: Data, args, cfg, steps_per_epoch: int) -> None:
+    """The data, then run_squad.py's banner."""
+    q, f = data.questions, data.features
+    log.print(f"SQuAD {args.version}: {len(q['train'])} training questions ({100 * args.train_fraction:.3g}% of "
+              f"{len(data.all_train) - len(q['validation'])}, seed {args.seed}) and {len(q['validation'])} validation "
+              f"questions (held out, seeded) from {data.source['train']}; {len(q['dev'])} dev questions from "
+              f"{data.source['dev']}; featurized in {data.featurize_s:.1f} s")
+    if any(data.cut.values()):
+        log.print(f"questions longer than --max-query-length {args.max_query_length} tokens, cut to it: "
+                  f"{data.cut['train']} training, {data.cut['validation']} validation, {data.cut['dev']} dev")
+    total = cfg.epochs * steps_per_epoch
     log.print("***** Running training *****")
-    log.print(f"  Num examples = {len(train_features)}")
-    log.print(f"  Num Epochs = {args.epochs}")
-    per_device = args.batch_size / (world_size() * args.grad_accum_steps)
-    log.print(f"  Instantaneous batch size per device = {per_device:.3g} ({world_size()} process(es), {device.type})")
-    log.print(f"  Total train batch size (w. parallel, distributed & accumulation) = {args.batch_size}")
-    log.print(f"  Gradient Accumulation steps = {args.grad_accum_steps}")
-    log.print(f"  Total optimization steps = {args.epochs * steps_per_epoch}"
-              + (f" (stopping after {total_steps}: --max-steps)" if args.max_steps else ""))
-    log.print(f"  Validation = {len(validation)} questions, {len(val_features)} features" if validation else
-              "  Validation = none (--validation-questions 0)")
-    log.event("train_start", questions=len(train), features=len(train_features), validation_questions=len(validation),
-              epochs=args.epochs, batch_size=args.batch_size, grad_accum_steps=args.grad_accum_steps,
-              world_size=world_size(), precision=cfg.precision, total_steps=args.epochs * steps_per_epoch,
-              device=str(device))
-    result = fit(model, cfg, batches, collate_features, loss_fn, evaluate=validate if validation else None,
-                 metric="val_f1" if validation else None, log=log, tokenizer_from=args.model, unit="features",
-                 fingerprint=data_fingerprint)
+    log.print(f"  Num examples = {len(f['train'])}")
+    log.print(f"  Num Epochs = {cfg.epochs}")
+    per_device = cfg.batch_size / (world_size() * cfg.grad_accum_steps)
+    log.print(f"  Instantaneous batch size per device = {per_device:.3g} ({world_size()} process(es), "
+              f"{cfg.device.type})")
+    log.print(f"  Total train batch size (w. parallel, distributed & accumulation) = {cfg.batch_size}")
+    log.print(f"  Gradient Accumulation steps = {cfg.grad_accum_steps}")
+    log.print(f"  Total optimization steps = {total}"
+              + (f" (stopping after {min(total, cfg.max_steps)}: --max-steps)" if cfg.max_steps else ""))
+    log.print(f"  Validation = {len(q['validation'])} questions, {len(f['validation'])} features"
+              if q["validation"] else "  Validation = none (--validation-questions 0)")
+    log.event("train_start", questions=len(q["train"]), features=len(f["train"]),
+              validation_questions=len(q["validation"]), epochs=cfg.epochs, batch_size=cfg.batch_size,
+              grad_accum_steps=cfg.grad_accum_steps, world_size=world_size(), precision=cfg.precision,
+              total_steps=total, device=str(cfg.device))
+
+
+def dev_evaluation(model, data: Data, args, cfg, log, evaluated: str) -> tuple[dict, dict, dict, float]:
+    """The final evaluation on the dev questions -> (scores, predictions, null odds, seconds), logged."""
+    dev, dev_features = data.questions["dev"], data.features["dev"]
+    log.print("***** Running evaluation *****")
+    log.print(f"  Model = {evaluated}")
+    log.print(f"  Num examples = {len(dev)} questions, {len(dev_features)} features"
+              + (f" (a seeded sample: --max-eval-examples {args.max_eval_examples})" if args.max_eval_examples else ""))
+    log.print(f"  Batch size = {EVAL_BATCH_SIZE}")
+    t = time.perf_counter()
+    answers, scores = evaluate(model, dev, dev_features, args, cfg.amp_dtype, progress=True)
+    eval_s = time.perf_counter() - t
+    predictions = {e.id: a.text for e, a in zip(dev, answers)}
+    null_odds = {e.id: a.null_odds for e, a in zip(dev, answers)}
+    if args.version == "2.0":
+        scores["no_answer_baseline_f1"] = squad_evaluate({e.id: e.answer_texts for e in dev},
+                                                         dict.fromkeys(predictions, ""))["f1"]
+    log.event("eval", **scores, eval_time_s=round(eval_s, 2), model=evaluated)
+    for k, v in scores.items():
+        log.print(f"  {k} = {v:.4f}" if isinstance(v, float) else f"  {k} = {v}")
+    return scores, predictions, null_odds, eval_s
+
+
+def main(argv=None) -> dict:
+    """Fine-tune on the training questions (validated on held-out ones), then the official metrics on the dev
+    questions, predictions.json, null_odds.json (2.0), samples.md and metrics.json."""
+    args = parse_args(argv)
+    cfg, device, t0 = prepare_run(args)
+    version_2 = args.version == "2.0"
+    data = load_data(args)
+    model, tok = load_model(args, device)
+    featurize_data(data, tok, args)
+    task = qa_task(model, data, args, cfg)
+    log = start_run(cfg, fingerprints={".": task.fingerprint})
+    log_start(log, data, args, cfg, len(task.batches(0)))
+    result = fit(model, cfg, task, log)
     if not is_main_process():  # rank 0 alone evaluates and writes
         return result
     epoch_s = sum(h["epoch_time_s"] for h in result["history"])
@@ -272,24 +335,8 @@ def main(argv=None) -> dict:
     log.print(f" global_step = {result['step']}{loss}, {features_per_s:.1f} features/s")
 
     evaluated = best_or_last(result)
-    log.print("***** Running evaluation *****")
-    log.print(f"  Model = {evaluated}")
-    log.print(f"  Num examples = {len(dev)} questions, {len(dev_features)} features"
-              + (f" (a seeded sample: --max-eval-examples {args.max_eval_examples})" if args.max_eval_examples else ""))
-    log.print(f"  Batch size = {EVAL_BATCH_SIZE}")
-    t = time.perf_counter()
-    answers, scores = evaluate(model, dev, dev_features, args, cfg.precision, progress=True)
-    eval_s = time.perf_counter() - t
-    predictions = {e.id: a.text for e, a in zip(dev, answers)}
-    null_odds = {e.id: a.null_odds for e, a in zip(dev, answers)}
-    if version_2:
-        scores["no_answer_baseline_f1"] = squad_evaluate({e.id: e.answer_texts for e in dev},
-                                                         dict.fromkeys(predictions, ""))["f1"]
-    log.event("eval", **scores, eval_time_s=round(eval_s, 2), model=evaluated)
-    for k, v in scores.items():
-        log.print(f"  {k} = {v:.4f}" if isinstance(v, float) else f"  {k} = {v}")
-
-    out = Path(args.output_dir)
+    scores, predictions, null_odds, eval_s = dev_evaluation(model, data, args, cfg, log, evaluated)
+    out, q, f, dev = Path(args.output_dir), data.questions, data.features, data.questions["dev"]
     write_json(out / "predictions.json", predictions)
     if version_2:
         write_json(out / "null_odds.json", null_odds)
@@ -297,17 +344,17 @@ def main(argv=None) -> dict:
     metrics = {"task": f"squad{args.version}", "model": args.model, **scores, "evaluated_model": evaluated,
                "eval_set": (f"seeded sample of {len(dev)} dev questions" if args.max_eval_examples else
                             f"full dev set ({len(dev)} questions)"),
-               "data": {"train": train_source, "dev": dev_source, "train_file_questions": len(all_train),
-                        "train_questions": len(train), "train_features": len(train_features),
-                        "validation_questions": len(validation), "validation_features": len(val_features),
-                        "dev_questions": len(dev), "dev_features": len(dev_features),
-                        "questions_cut": dict(zip(("train", "validation", "dev"), cut))},
+               "data": {"train": data.source["train"], "dev": data.source["dev"],
+                        "train_file_questions": len(data.all_train), "train_questions": len(q["train"]),
+                        "train_features": len(f["train"]), "validation_questions": len(q["validation"]),
+                        "validation_features": len(f["validation"]), "dev_questions": len(dev),
+                        "dev_features": len(f["dev"]), "questions_cut": data.cut},
                "precision": cfg.precision, "n_best_size": N_BEST_SIZE, "max_answer_length": MAX_ANSWER_LENGTH,
                "eval_batch_size": EVAL_BATCH_SIZE,
                "steps": result["step"], "epochs": result["history"], "validations": result["evals"],
                "best_validation": result["best"], "stopped_early": result["stopped_early"],
                "train_time_s": round(epoch_s, 2), "features_per_s": round(features_per_s, 2),
-               "featurize_time_s": round(featurize_s, 2), "eval_time_s": round(eval_s, 2),
+               "featurize_time_s": round(data.featurize_s, 2), "eval_time_s": round(eval_s, 2),
                "checkpoint": result["checkpoint"],
                **run_info(args, device, None if argv is None else ["train_squad.py", *argv])}
     return finish_run(log, metrics, t0, f"predictions.json, {'null_odds.json, ' if version_2 else ''}samples.md")

@@ -1,7 +1,7 @@
 """Paraphrase pairs: MSRP, PAWS and Quora readers (local official files or the Hub) and the user's
-own pairs, clean-up, dedupe, a seeded held-out split, unlabeled text for denoising, seq2seq collate,
-`paraphrase` (generation from a model), and the paraphrase metrics (sacreBLEU, iBLEU, copy rate,
-length ratio).
+own pairs, clean-up, dedupe, the filtering of the training pairs (copies, test and validation sentences,
+near-copies, a seeded held-out split), unlabeled text for denoising, seq2seq collate, and the paraphrase
+metrics (sacreBLEU, iBLEU, copy rate, length ratio).
 
 Follows T. Rajapakse, "BART for Paraphrasing with Simple Transformers" (2020): positive pairs of
 MSRP (Quality == 1), PAWS (label == 1) and Quora Question Pairs (is_duplicate == 1), with the
@@ -191,7 +191,7 @@ def load_hub(name: str, split: str, clean: bool = True) -> list[Pair]:
     return out
 
 
-# ----------------------------------------------------------------------------- splits, unlabeled text
+# ----------------------------------------------------------------------------- the training pairs
 
 def split_heldout(pairs: list[Pair], n_heldout: int, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
     """Seeded (train, heldout) split; heldout has n_heldout pairs, order otherwise kept."""
@@ -201,6 +201,49 @@ def split_heldout(pairs: list[Pair], n_heldout: int, seed: int = 0) -> tuple[lis
     return ([p for i, p in enumerate(pairs) if i not in held],
             [p for i, p in enumerate(pairs) if i in held])
 
+
+def without_sentences(pairs: list[Pair], held: list[Pair]) -> list[Pair]:
+    """The pairs that share no sentence (after `normalize`) with the held-out pairs: none is trained on."""
+    seen = {normalize(s) for p in held for s in p}
+    return [p for p in pairs if normalize(p.source) not in seen and normalize(p.target) not in seen]
+
+
+def default_validation_size(n_pairs: int, share: float = 0.05, most: int = 200) -> int:
+    """How many pairs to hold out for validation when not told: 5% of the pairs, at most 200."""
+    return min(most, int(share * n_pairs))
+
+
+def training_pairs(raw: list[Pair], test: list[Pair], validation: list[Pair] | int | None, seed: int,
+                   max_pair_bleu: float | None = None, both_directions: bool = False) -> tuple[list, list, str]:
+    """The training and validation pairs -> (train, validation, how the training pairs were filtered, in words).
+
+    The read pairs are deduplicated and cleared of copies, of every sentence of the test pairs and (with
+    `max_pair_bleu`) of near-copies; `validation` is the validation pairs, or how many of those training pairs
+    to hold out (seeded; None: `default_validation_size`); then no training pair shares a sentence with a validation pair; `both_directions`
+    adds (target, source)."""
+    steps = [(len(raw), "pairs read")]
+    train = without_sentences(dedupe(raw), test)
+    steps.append((len(train), "after dropping duplicates, copies and test sentences"))
+    if max_pair_bleu is not None:
+        train = drop_near_copies(train, max_pair_bleu)
+        steps.append((len(train), f"after dropping near-copies (--max-pair-bleu {max_pair_bleu})"))
+    if validation is None:
+        validation = default_validation_size(len(train))
+    if isinstance(validation, int):
+        if train and validation >= len(train):
+            raise UserError("--validation-pairs leaves no training pairs", "--validation-pairs", validation,
+                            f"there are {len(train)} training pairs: hold out fewer")
+        train, validation = split_heldout(train, min(validation, len(train)), seed)
+    if validation:
+        train = without_sentences(train, validation)
+        steps.append((len(train), "after removing the validation pairs and their sentences"))
+    if both_directions:
+        train = dedupe(train + [Pair(p.target, p.source) for p in train])
+        steps.append((len(train), "in both directions"))
+    return train, validation, ", ".join(f"{n} {what}" for n, what in steps)
+
+
+# ----------------------------------------------------------------------------- unlabeled text
 
 def read_squad_contexts(path) -> list[str]:
     """The paragraph contexts of an official SQuAD JSON file (v1.1 or v2.0)."""
@@ -245,9 +288,6 @@ def collate(sources: list[list[int]], labels: list[list[int]], pad_id: int) -> d
     and labels [B, T] (-100, which the loss ignores)."""
     input_ids, mask = pad_batch(sources, pad_id)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": pad_batch(labels, -100)[0]}
-
-
-# ----------------------------------------------------------------------------- generation
 
 
 # ----------------------------------------------------------------------------- metrics

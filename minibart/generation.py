@@ -435,8 +435,8 @@ def beam_search(step: DecodeStep, ids: Tensor, s: Settings, source_ngrams: Tenso
 
 
 @torch.no_grad()
-def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, cuda_graph: bool | None = None,
-             **kwargs) -> Tensor:
+def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, settings: Settings | None = None,
+             cuda_graph: bool | None = None, **kwargs) -> Tensor:
     """Token ids [B * num_return_sequences, T], each row starting with the decoder start token and
     padded with pad_token_id, as `transformers`' generate returns for the same weights and arguments
     (so, like it, beam search pads with eos_token_id when pad_token_id is 0).
@@ -449,9 +449,15 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     output: against copying), do_sample, top_k, top_p, temperature (sampling below MIN_TEMPERATURE is
     greedy, its limit), num_return_sequences, decoder_start_token_id, forced_bos_token_id, forced_eos_token_id.
 
+    settings: instead of the arguments, a Settings already built by resolve_settings(model.config, ...) (a caller
+    that generates many times resolves and checks them once).
+
     Bad arguments (check_generation_args), then bad inputs (check_inputs), are UserErrors naming them.
     """
-    s = resolve_settings(model.config, **kwargs)
+    if settings is not None and kwargs:
+        raise UserError("generate() takes settings or generation arguments, not both", ", ".join(sorted(kwargs)),
+                        fix="put them in the settings (resolve_settings), or leave out settings")
+    s = settings or resolve_settings(model.config, **kwargs)
     check_inputs(model.config, input_ids, attention_mask)
     if cuda_graph is None:
         cuda_graph = input_ids.is_cuda

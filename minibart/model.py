@@ -345,10 +345,11 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
         return self.logits(self.model.decoder(decoder_input_ids, cache=cache), self.decoding_head(cache.kv.dtype))
 
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
-        """See minibart.generation.generate."""
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, settings=None, **kwargs) -> Tensor:
+        """See minibart.generation.generate; `settings`: a minibart.generation.Settings (resolve_settings) instead
+        of the keyword arguments."""
         from .generation import generate
-        return generate(self, input_ids, attention_mask, **kwargs)
+        return generate(self, input_ids, attention_mask, settings=settings, **kwargs)
 
     @classmethod
     def from_bert(cls, name_or_path, dtype: torch.dtype = torch.float32) -> "BartForConditionalGeneration":

@@ -1,9 +1,10 @@
 """Where and how the numbers are computed: device, precision, PyTorch's global switches, random states.
 
     pick_device(name, local_rank=None) -> device     auto, cpu, cuda, cuda:N; under torchrun cuda:LOCAL_RANK
-    resolve_precision(name, device) -> "bf16" | "fp16" | "fp32"
+    resolve_precision(name, device) -> "bf16" | "fp16" | "fp32"   name: one of PRECISIONS, "auto" or None
+    cpu_has_bf16() -> bool                            native bf16 matmuls (AVX512-BF16 or AMX)
     amp_dtype(precision) -> torch.dtype | None
-    autocast(device, precision=None)                  the context every forward pass (training and evaluation) runs in
+    autocast(device, precision)                       the context every forward pass (training and evaluation) runs in
     configure_torch(tf32, deterministic)              the process-wide switches, only when asked for
     set_seed(seed); rng_states() -> dict; set_rng_states(states); preserved_rng()
 """
@@ -43,12 +44,31 @@ def pick_device(name: str = "auto", local_rank: int | None = None) -> torch.devi
     return device
 
 
+def cpu_has_bf16() -> bool:
+    """The CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 autocast is faster than fp32; elsewhere
+    PyTorch emulates it, slower than fp32. PyTorch's kernel level says AVX512 or AMX; on Linux /proc/cpuinfo also
+    lists the bf16 instructions (an AVX512 CPU without them, e.g. Skylake, emulates bf16)."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:  # not Linux: the kernel level is all there is to go by
+        return True
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def resolve_precision(name: str | None, device: torch.device) -> str:
-    """--precision, or its default: bf16 on a GPU that has it, else fp32. fp16 trains with loss scaling."""
+    """--precision: "auto" is bf16 where the device computes it natively (a GPU that has it, a CPU with
+    AVX512-BF16 or AMX), else fp32; None (the default) bf16 on a GPU that has it, else fp32. fp16 trains with
+    loss scaling."""
+    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if name is None:
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if gpu_bf16 else "fp32"
+    if name == "auto":
+        return "bf16" if gpu_bf16 or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
     if name not in PRECISIONS:
-        raise UserError("unknown precision", "--precision", name, f"expected one of {', '.join(PRECISIONS)}")
+        raise UserError("unknown precision", "--precision", name, f"expected auto or one of {', '.join(PRECISIONS)}")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("this GPU has no bf16", "--precision", name, "pass --precision fp16 (or fp32)")
     return name
@@ -59,10 +79,10 @@ def amp_dtype(precision: str) -> torch.dtype | None:
     return _AMP_DTYPES[precision]
 
 
-def autocast(device: torch.device, precision: str | None = None):
+def autocast(device: torch.device, precision: str):
     """Mixed precision for the forward pass: parameters and optimizer state stay fp32, matmuls run in
-    `precision` (default: bf16 on a GPU that has it, else fp32, i.e. no autocast)."""
-    dtype = amp_dtype(resolve_precision(precision, device))
+    `precision`, a resolved one (resolve_precision); fp32 is no autocast."""
+    dtype = amp_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

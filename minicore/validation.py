@@ -46,9 +46,12 @@ class InvalidValue(UserError):
         self.name, self.value, self.valid = name, value, valid
         super().__init__(what, where, value, f"use {valid}")
 
-    def as_flag(self, note: str = "") -> UserError:
-        """The same mistake told as that of the command-line flag of the name: "argument --top-p: expected ..."."""
-        return UserError(f"argument {self.flag}: expected {self.valid}, got {self.value}{note}")
+    def as_flag(self, note: str = "", flags: dict[str, str] | None = None) -> UserError:
+        """The same mistake told as that of the command-line flag of the name: "argument --top-p: expected ...";
+        `flags` names the flag of a name where it is not the name spelled as a flag (max_length:
+        --max-target-length)."""
+        flag = (flags or {}).get(self.name, self.flag)
+        return UserError(f"argument {flag}: expected {self.valid}, got {self.value}{note}")
 
     @property
     def flag(self) -> str:
@@ -87,3 +90,19 @@ def check_config(cls: type, values: dict, rules: dict[str, Rule], source: str) -
     path of the file the values come from) and the field."""
     check_values(values, {f.name: f.type for f in fields(cls)}, rules, "bad config value",
                  lambda name: f"{source}: {name}")
+
+
+def check_length(flag: str, value: int, positions: int) -> None:
+    """A length in tokens (a script's flag) within the model's positions, or a UserError naming the flag."""
+    if value > positions:
+        raise UserError(f"argument {flag}: expected at most {positions} (the model's max_position_embeddings), "
+                        f"got {value}")
+
+
+def check_vocabulary(tokenizer_size: int, vocab_size: int, model: str) -> None:
+    """A tokenizer whose ids all have a row in the model's embedding table, or a UserError naming --model: a
+    larger tokenizer would fail with an IndexError at the first sentence holding one of its extra tokens."""
+    if tokenizer_size > vocab_size:
+        raise UserError(f"the tokenizer has {tokenizer_size} tokens, more than the model's vocabulary "
+                        f"(vocab_size {vocab_size})", "--model", model,
+                        "give a checkpoint whose tokenizer files belong to its model")

@@ -1,14 +1,25 @@
-"""The command-line options every training script shares, and the TrainConfig they become."""
+"""The command-line options every training script shares, and the TrainConfig they become: the run's training
+settings, resolved (device, precision) and checked once, frozen, and read by the script and the loop alike."""
 import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from minicore.errors import UserError
+from minicore.runtime import amp_dtype, pick_device, resolve_precision
+from minitrain.distributed import local_rank
+
 # The settings that change what a run computes: --resume refuses a checkpoint trained with other values.
 # (Intervals, --max-steps, --device, --compile and the like may differ.)
 RESULT_SETTINGS = ("model", "epochs", "batch_size", "grad_accum_steps", "lr", "weight_decay", "warmup_ratio",
                    "max_grad_norm", "seed", "precision")
+# numpy's legacy seeding (np.random.seed, which set_seed calls) takes 0 <= seed < 2**32; beyond it a seed would
+# be folded or fail after the model is loaded
+MAX_SEED = 2**32 - 1
+DEFAULT_PRECISION = None  # --precision when not given: bf16 on a GPU that has it, else fp32 (None); or "auto"
 
 
 def number(kind, lo, lo_ok, hi=None, hi_ok=False):
@@ -56,10 +67,13 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
                    help="stop each training stage (train_paraphrase.py: denoising, then fine-tuning) after this many "
                         "optimizer steps, for smoke runs; the learning-rate schedule stays that of the full run, so "
                         "--resume can continue it")
-    g.add_argument("--seed", type=int, default=42, help="seeds the batch order, new heads' initialization and dropout")
-    g.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=None,
+    g.add_argument("--seed", type=number(int, 0, True, MAX_SEED, hi_ok=True), default=42,
+                   help=f"seeds the batch order, new heads' initialization and dropout (0 to {MAX_SEED})")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=DEFAULT_PRECISION,
                    help="autocast dtype of the forward pass (parameters and optimizer stay fp32; fp16 scales the "
-                        "loss); when not given: bf16 on a GPU that has it, else fp32")
+                        "loss); auto: bf16 where the device computes it natively (a GPU that has it, a CPU with "
+                        "AVX512-BF16 or AMX), else fp32"
+                        + ("" if DEFAULT_PRECISION else "; when not given: bf16 on a GPU that has it, else fp32"))
     g.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 tensor cores (Ampere GPUs and later)")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels where PyTorch has them (bit-stable reruns, somewhat slower)")
@@ -91,8 +105,18 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     return parser
 
 
-@dataclass
+def check_not_a_run_folder(model: str) -> None:
+    """--model the output folder of a run (it holds checkpoint/ but no config.json) is a common slip: say so."""
+    folder = Path(model)
+    if folder.is_dir() and not (folder / "config.json").exists() and (folder / "checkpoint").is_dir():
+        raise UserError("a run's folder, not a checkpoint", "--model", model,
+                        f"did you mean {folder / 'checkpoint'}?")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """The training settings of a run. `device` and `precision` are resolved on creation (a name such as "auto"
+    becomes the torch.device and the precision this process uses), so every reader sees the same values."""
     output_dir: str
     model: str = ""
     epochs: int = 1
@@ -104,11 +128,11 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     max_steps: int | None = None
     seed: int = 42
-    precision: str | None = None  # None: bf16 on a GPU that has it, else fp32
+    precision: str | None = None  # auto, bf16, fp16, fp32; None: bf16 on a GPU that has it, else fp32
     resume: bool = False
     overwrite: bool = False
     compile: bool = False
-    device: str = "auto"
+    device: str | torch.device = "auto"
     tf32: bool = False
     deterministic: bool = False
     log_every: int = 50
@@ -120,8 +144,20 @@ class TrainConfig:
     keep_best: bool = False
     early_stopping_patience: int | None = None
 
+    def __post_init__(self):
+        if not isinstance(self.device, torch.device):  # under torchrun cuda:LOCAL_RANK
+            object.__setattr__(self, "device", pick_device(self.device, local_rank()))
+        object.__setattr__(self, "precision", resolve_precision(self.precision, self.device))
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of the forward passes, training's and evaluation's (None: fp32, no autocast)."""
+        return amp_dtype(self.precision)
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
+        """The script's parsed flags, resolved; --model a run's folder (not its checkpoint) is refused."""
+        check_not_a_run_folder(args.model)
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in vars(args).items() if k in fields})
 

@@ -29,14 +29,26 @@ import torch
 from tqdm.auto import tqdm
 
 from minicore.errors import UserError
-from minitrain.cli import INPUT_PATH_FLAGS
-from minitrain.distributed import backend, broadcast_object, init_distributed, is_main_process, local_rank, world_size
 from minicore.files import io_error, to_json, write_json
+from minicore.runtime import configure_torch, set_seed
+from minitrain.cli import INPUT_PATH_FLAGS
+from minitrain.distributed import (
+    backend,
+    broadcast_object,
+    init_distributed,
+    is_main_process,
+    world_size,
+)
 from minitrain.options import TrainConfig
 from minitrain.reporting import require_tensorboard
-from minicore.runtime import configure_torch, pick_device, resolve_precision, set_seed
-from minitrain.saving import (TRAINER_STATE, check_settings, checkpoint_folders, checkpoints, last_checkpoint,
-                             read_trainer_state)
+from minitrain.saving import (
+    TRAINER_STATE,
+    check_settings,
+    checkpoint_folders,
+    checkpoints,
+    last_checkpoint,
+    read_trainer_state,
+)
 
 LOCK_FILE = "run.lock"
 _locks = {}  # this process's lock files, by folder: a run that failed in this process does not hold it against the next
@@ -146,9 +158,8 @@ def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, torc
     output folder (writing nothing), join torchrun's process group, pick the device and the precision,
     set --tf32 / --deterministic, seed -> (TrainConfig, device, start time)."""
     t0 = time.perf_counter()
-    cfg = TrainConfig.from_args(args)
-    device = pick_device(cfg.device, local_rank())
-    cfg.precision = resolve_precision(cfg.precision, device)
+    cfg = TrainConfig.from_args(args)  # the device and precision resolved
+    device = cfg.device
     if cfg.report_to == "tensorboard":
         require_tensorboard()
     init_distributed(device)

@@ -12,7 +12,7 @@ from minicore.runtime import set_seed
 from minitrain.batching import batch_indices
 from minitrain.options import TrainConfig
 from minitrain.saving import fingerprint
-from minitrain.training import fit
+from minitrain.training import Task, fit
 
 
 class Tiny(nn.Module):
@@ -101,8 +101,9 @@ def train(out, model_fn=Tiny, *, data="tokens", n=None, epochs=2, batch_size=8, 
     model = model_fn()
     config = TrainConfig(output_dir=str(out), epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01,
                          warmup_ratio=0.2, log_every=log_every, seed=seed, device="cpu", **cfg)
-    result = fit(model, config, lambda epoch: batch_indices(size, batch_size, seed, epoch), collate, loss_fn,
-                 evaluate=evaluate, metric=metric, higher_is_better=higher_is_better, fingerprint=data_hash)
+    task = Task(lambda epoch: batch_indices(size, batch_size, seed, epoch), collate, loss_fn, evaluate=evaluate,
+                metric=metric, higher_is_better=higher_is_better, fingerprint=data_hash)
+    result = fit(model, config, task)
     return model, result
 
 

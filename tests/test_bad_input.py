@@ -179,7 +179,7 @@ BASE = {  # each case's flags come after these, so they win
     "squad": "--model {bert} --data-dir {squad} --output-dir {out} --device cpu --batch-size 4 --max-steps 1 "
              "--validation-questions 2",
     "para": "--model {bert} --train-file {pairs} --test-file {pairs_test} --output-dir {out} --device cpu "
-            "--batch-size 2 --max-steps 1 --max-length 8 --max-seq-length 16",
+            "--batch-size 2 --max-steps 1 --max-target-length 8 --max-seq-length 16",
     "para-eval": "--model {bert} --test-file {pairs_test} --output-dir {out} --device cpu",
     "predict": "",  # predict.py's cases give the whole command line
 }
@@ -193,7 +193,7 @@ SCRIPT_CASES = [  # (script, flags, exit status, what the error line must hold)
     ("cola", "--batch-size -1", 2, ["--batch-size", "'-1'"]),
     ("cola", "--warmup-ratio 1.5", 2, ["--warmup-ratio", "'1.5'"]),
     ("cola", "--save-total-limit 0", 2, ["--save-total-limit", "'0'"]),
-    ("cola", "--max-length 2", 2, ["--max-length", "2"]),
+    ("cola", "--max-seq-length 2", 2, ["--max-seq-length", "2"]),
     ("cola", "--precision fp8", 2, ["--precision", "'fp8'"]),
     ("cola", "--grad-accum-steps 8", 1, ["--batch-size", "4", "--grad-accum-steps 8"]),
     ("cola", "--device tpu", 1, ["--device", "tpu"]),
@@ -227,7 +227,7 @@ SCRIPT_CASES = [  # (script, flags, exit status, what the error line must hold)
     ("cola", "--model {vocab_negative}", 1, ["vocab_negative", "vocab_size", "-1"]),
     ("cola", "--model {bool_layers}", 1, ["bool_layers", "num_hidden_layers", "True"]),
     ("cola", "--model {wide}", 1, ["wide", "shape", "64"]),
-    ("cola", "--model {short}", 1, ["--max-length", "64", "16"]),
+    ("cola", "--model {short}", 1, ["--max-seq-length", "64", "16"]),
     ("cola", "--model {config_not_json}", 1, ["config_not_json", "config.json", "line 1"]),
     ("cola", "--model {config_list}", 1, ["config_list", "config.json"]),
     ("cola", "--model {no_config}", 1, ["no_config", "config.json"]),
@@ -256,7 +256,7 @@ SCRIPT_CASES = [  # (script, flags, exit status, what the error line must hold)
     ("para", "--top-p 1.5", 2, ["--top-p", "1.5"]),
     ("para", "--num-beams 0", 2, ["--num-beams", "0"]),
     ("para", "--top-k -1", 2, ["--top-k", "-1"]),
-    ("para", "--max-length 1024", 1, ["--max-length", "1024"]),
+    ("para", "--max-target-length 1024", 1, ["--max-target-length", "1024"]),
     ("para", "--max-seq-length 600", 1, ["--max-seq-length", "600"]),
     ("para-eval", "--eval-only", 1, ["--eval-only", "BERT checkpoint", "--model"]),
     ("para", "--train-file {bad}/empty_target.csv", 1, ["empty_target.csv, line 3, column 'target'"]),
@@ -357,13 +357,13 @@ RUN_CASES = [  # (flags after a finished run's own, exit status, what the error 
     ("--resume --precision bf16", 1, ["--precision 'fp32' in the checkpoint, 'bf16' now"]),
     ("--resume --model {cls}", 1, ["--model", "in the checkpoint", "cls"]),
     ("--resume --data-dir {cola2}", 1, ["the training data (fingerprint)"]),
-    ("--resume --max-length 8", 1, ["the training data (fingerprint)"]),
+    ("--resume --max-seq-length 8", 1, ["the training data (fingerprint)"]),
     ("--resume --device tpu", 1, ["--device", "tpu"]),
     ("--overwrite --lr abc", 2, ["--lr", "'abc'"]),
     ("--overwrite --model {str_hidden}", 1, ["hidden_size", "'32'"]),
     ("--overwrite --model {truncated_weights}", 1, ["truncated_weights", "model.safetensors"]),
     ("--overwrite --data-dir {bad}/cola_label", 1, ["in_domain_dev.tsv", "line 1", "'2'"]),
-    ("--overwrite --max-length 600", 1, ["--max-length", "600"]),
+    ("--overwrite --max-seq-length 600", 1, ["--max-seq-length", "600"]),
 ]
 
 

@@ -196,5 +196,5 @@ def test_train_cola_bad_args(capsys):
     import train_cola
 
     with pytest.raises(SystemExit):
-        train_cola.parse_args(["--max-length", "2"])
-    assert "--max-length: expected at least 3" in capsys.readouterr().err
+        train_cola.parse_args(["--max-seq-length", "2"])
+    assert "--max-seq-length: expected at least 3" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def test_cola_keep_best_reports_from_the_best_checkpoint(tmp_path, tiny_bert_dir
 def test_max_steps_caps_both_paraphrase_stages(tmp_path, data_dir, tiny_bert_dir):  # noqa: F811
     out = tmp_path / "out"
     m = train_paraphrase.main(["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
-                               "--denoise-steps", "5", "--batch-size", "4", "--max-length", "8",
+                               "--denoise-steps", "5", "--batch-size", "4", "--max-target-length", "8",
                                "--max-seq-length", "16", "--device", "cpu", "--max-steps", "2", "--max-eval", "2",
                                "--log-every", "1"])
     assert m["denoise"]["steps"] == 2 and m["steps"] == 2

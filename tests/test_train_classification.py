@@ -118,16 +118,16 @@ def test_jsonl_integer_labels_split_off_validation_without_test(tmp_path, tiny_b
 
 
 def test_tsv_two_labels_and_cut_sentences(tmp_path, tiny_bert_dir):
-    """TSV files; two labels report no macro-F1; sentences longer than --max-length are cut, and counted."""
+    """TSV files; two labels report no macro-F1; sentences longer than --max-seq-length are cut, and counted."""
     out = tmp_path / "out"
     pairs = rows(16, labels=["no", "yes"])
     pairs[3] = ("word " * 40, "yes")
     files = [write(tmp_path / f"{n}.tsv", p) for n, p in (("train", pairs), ("dev", pairs[:6]), ("test", pairs[6:]))]
     m = train_cola.main(common(tiny_bert_dir, out, "--train-file", files[0], "--validation-file", files[1],
-                               "--test-file", files[2], "--max-steps", "2", "--max-length", "16"))
+                               "--test-file", files[2], "--max-steps", "2", "--max-seq-length", "16"))
     assert m["labels"] == ["no", "yes"] and m["test"]["test"].keys() == {"mcc", "accuracy", "loss", "n"}
     assert m["truncated"] == {"train": 1, "validation": 1, "test": 0}
-    assert "train: 16 sentences from " + str(files[0]) + "; 1 cut to --max-length 16 tokens" in \
+    assert "train: 16 sentences from " + str(files[0]) + "; 1 cut to --max-seq-length 16 tokens" in \
         (out / "train.log").read_text()
 
 
@@ -154,7 +154,7 @@ def bad_model(tmp_path, tiny_bert_dir, kind: str):
     ("one label", r"a classifier needs at least two labels, the training file has one \(.*train\.csv, column "
                   r"'label', 'sports'\)"),
     ("no file", r"no such file \(--test-file, '.*nowhere\.csv'\)"),
-    ("max length", r"argument --max-length: expected at most 512 \(the model's max_position_embeddings\), got 600"),
+    ("max length", r"argument --max-seq-length: expected at most 512 \(the model's max_position_embeddings\), got 600"),
     ("no pad", r"the tokenizer has no \[PAD\] token \(--model, '.*no_pad'\)"),
     ("two-label classifier", r"the model classifies 2 labels, the data have 3 \(--model, '.*classifier'\)"),
     ("one CoLA row", r"no training sentences left after the seeded 90/10 split .*in_domain_train\.tsv, '1 row'\): "
@@ -176,7 +176,7 @@ def test_mistakes_are_refused_before_anything_is_written(tmp_path, tiny_bert_dir
     elif case == "no file":
         argv += ["--test-file", str(data / "nowhere.csv")]
     elif case == "max length":
-        argv += ["--max-length", "600"]
+        argv += ["--max-seq-length", "600"]
     elif case == "no pad":
         argv[1] = str(bad_model(tmp_path, tiny_bert_dir, "no_pad"))
     elif case == "two-label classifier":

@@ -38,7 +38,7 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     argv = ["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
             "--denoise-steps", "2", "--denoise-text", str(data_dir / "squad.json"), "--batch-size", "2",
             "--denoise-batch-size", "3",
-            "--max-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1", "--device", "cpu",
+            "--max-target-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1", "--device", "cpu",
             "--encoder-no-repeat-ngram-size", "2"]
     metrics = train_paraphrase.main(argv + ["--max-steps", "2", "--max-eval", "3"])
     for name in ("metrics.json", "generations.jsonl", "samples.md", "log.jsonl", "train.log",
@@ -75,7 +75,7 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     # --eval-only on the saved checkpoint reproduces the run's evaluation, with no training
     evaluated = train_paraphrase.main(
         ["--model", str(out / "checkpoint"), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "eval"),
-         "--max-length", "8", "--max-seq-length", "16", "--device", "cpu", "--encoder-no-repeat-ngram-size", "2",
+         "--max-target-length", "8", "--max-seq-length", "16", "--device", "cpu", "--encoder-no-repeat-ngram-size", "2",
          "--max-eval", "3", "--eval-only"])
     assert evaluated["steps"] == 0 and evaluated["epochs"] == [] and evaluated["settings"]["eval_only"]
     assert evaluated["evaluated_model"].endswith("as given (--eval-only)") and evaluated["sizes"]["train_pairs"] == 0
@@ -113,7 +113,7 @@ def write_pairs(path, pairs, source="source", target="target"):
 
 def run_args(tiny_bert_dir, out, *extra):
     return ["--model", str(tiny_bert_dir), "--output-dir", str(out), "--device", "cpu", "--batch-size", "2",
-            "--max-length", "6", "--max-seq-length", "16", "--num-beams", "2", "--num-return-sequences", "2",
+            "--max-target-length", "6", "--max-seq-length", "16", "--num-beams", "2", "--num-return-sequences", "2",
             "--log-every", "1", *extra]
 
 
@@ -230,10 +230,10 @@ def text_file(tmp_path, text):
     (None, ["--denoise-steps", "1", "--denoise-text", "missing.json"],
      r"^no such file \(--denoise-text, 'missing.json'\)"),
     (lambda d, t: None, ["--denoise-steps", "1", "--denoise-text", "{}"], r"^not SQuAD JSON: no data"),
-    (None, ["--max-seq-length", "600"], r"^argument --max-seq-length: expected at most 512: the model has 512 "
-                                        r"positions, got 600$"),
-    (None, ["--max-length", "1024"], r"^argument --max-length: expected at most 513: the decoder has 512 "
-                                     r"positions, got 1024$"),
+    (None, ["--max-seq-length", "600"], r"^argument --max-seq-length: expected at most 512 \(the model's "
+                                        r"max_position_embeddings\), got 600$"),
+    (None, ["--max-target-length", "1024"], r"^argument --max-target-length: expected at most 513: the decoder has "
+                                            r"512 positions, got 1024$"),
     (None, ["--validation-pairs", "7"], r"^--validation-pairs leaves no training pairs \(--validation-pairs, 7\)"),
     (None, ["--keep-best"], r"^--keep-best needs validation pairs, and none are held out \(--validation-pairs, 0\)"),
     (None, ["--train-file", "missing.csv"], r"^no such file \(--train-file, 'missing.csv'\)"),
@@ -272,7 +272,7 @@ def test_a_user_error_is_one_line(tmp_path, data_dir, tiny_bert_dir, capsys):
     (["--encoder-no-repeat-ngram-size", "-1"], "--encoder-no-repeat-ngram-size: expected an integer >= 0, got -1"),
     (["--top-p", "1.5"], "--top-p: expected a number in (0, 1], got 1.5"),
     (["--num-beams", "0"], "--num-beams: expected an integer > 0, got 0"),
-    (["--max-length", "1"], "--max-length: expected an integer >= 2"),
+    (["--max-target-length", "1"], "--max-target-length: expected an integer >= 2"),
     (["--no-repeat-ngram-size", "-2"], "--no-repeat-ngram-size: expected an integer >= 0, got -2"),
     (["--eval-only", "--denoise-steps", "5"], "--eval-only: trains nothing, so --denoise-steps does not apply"),
     (["--eval-only", "--train-file", "a.csv", "--keep-best"],

@@ -22,7 +22,7 @@ from minitrain.optim import linear_schedule, param_groups
 from minitrain.options import TrainConfig, add_training_args
 from minitrain.runs import RunLog, prepare_run
 from minitrain.saving import last_checkpoint
-from minitrain.training import fit
+from minitrain.training import Task, fit
 
 
 def tiny_bert():
@@ -72,7 +72,7 @@ def test_device_and_autocast():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             pick_device("cuda")
-    with autocast(torch.device("cpu")):  # the default on CPU is fp32: matmuls stay fp32
+    with autocast(torch.device("cpu"), "fp32"):  # fp32: no autocast, matmuls stay fp32
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     with autocast(torch.device("cpu"), "bf16"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
@@ -280,10 +280,10 @@ def test_wrong_number_of_batches(tmp_path):
     x, y = make_data()
     cfg = TrainConfig(output_dir=str(tmp_path), epochs=2, device="cpu")
     with pytest.raises(ValueError, match=r"batches\(1\) gave 2 batches, batches\(0\) 3"):
-        fit(Tiny(), cfg, lambda e: [[0, 1], [2, 3], [4, 5]][:3 - e], lambda i: (x[i], y[i]),
-            lambda m, b: (torch.nn.functional.cross_entropy(m(b[0]), b[1]), len(b[1])))
+        fit(Tiny(), cfg, Task(lambda e: [[0, 1], [2, 3], [4, 5]][:3 - e], lambda i: (x[i], y[i]),
+                              lambda m, b: (torch.nn.functional.cross_entropy(m(b[0]), b[1]), len(b[1]))))
     with pytest.raises(UserError, match="no training data"):
-        fit(Tiny(), cfg, lambda e: [], lambda i: (x[i], y[i]), None)
+        fit(Tiny(), cfg, Task(lambda e: [], lambda i: (x[i], y[i]), None))
 
 
 # --------------------------------------------------------------------------------------------- accumulation
@@ -294,8 +294,9 @@ def test_accumulation_equals_the_whole_batch(tmp_path, accum):
     empty micro-batches at K=8 for it) give the parameters of batch B at once. Dense model, no dropout:
     AdamW does not amplify the float rounding the different grouping brings, so 1e-6 is honest.
 
-    The logged losses are rounded to 6 decimals, so two losses equal but for float32 summation order (~1e-7
-    relative, which differs between CPUs) can print up to 1e-6 apart: 2e-6 allows both, and nothing more."""
+    The logged losses are float32 means summed in another order (per micro-batch): they differ by a few float32
+    ulps (~1e-7 relative at a loss near 1, and the order differs between CPUs); 2e-6 allows that, and nothing a
+    wrong weighting would give (a micro-batch counted twice moves the loss by ~1e-2)."""
     whole, res_a = train(tmp_path / "a", Dense, data="sequences", log_every=1)
     parts, res_b = train(tmp_path / "b", Dense, data="sequences", log_every=1, grad_accum_steps=accum)
     assert res_a["step"] == res_b["step"] == 6  # 22 examples: batches of 8, 8, 6
@@ -366,7 +367,7 @@ def test_early_stopping_stops_at_the_right_evaluation(tmp_path):
 
 
 def test_keep_best_needs_an_evaluation(tmp_path):
-    with pytest.raises(ValueError, match="need fit\\(evaluate=..., metric=...\\)"):
+    with pytest.raises(ValueError, match="need a Task with evaluate and metric"):
         train(tmp_path, keep_best=True)
 
 
@@ -439,3 +440,25 @@ def test_the_logged_rate_counts_training_time_alone(tmp_path, monkeypatch):
              if json.loads(line)["event"] == "step"]
     assert len(rates) == 5 and rates == [8.0] * 5  # steps 2, 4, 6, 8 (across epoch ends), 9
     assert [e["examples_per_s"] for e in res["history"]] == [8.0] * 3
+
+
+def test_a_resumed_run_counts_the_time_before_the_interruption(tmp_path, monkeypatch):
+    """On a clock that only a training step moves (by 1), a run cut at step 2 and resumed reports the training
+    time and the per-epoch rates of an uninterrupted run: the elapsed time carries over with the checkpoint."""
+    from types import SimpleNamespace
+
+    from fit_helpers import example_loss
+
+    import minitrain.training
+    clock = [0.0]
+    monkeypatch.setattr(minitrain.training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def loss_fn(model, batch):
+        clock[0] += 1
+        return example_loss(model, batch)
+
+    _, whole = train(tmp_path / "whole", n=24, batch_size=8, epochs=2, loss_fn=loss_fn)
+    train(tmp_path / "cut", n=24, batch_size=8, epochs=2, loss_fn=loss_fn, max_steps=2)
+    _, resumed = train(tmp_path / "cut", n=24, batch_size=8, epochs=2, loss_fn=loss_fn, resume=True)
+    assert whole["train_time_s"] == resumed["train_time_s"] == 6.0
+    assert [h["examples_per_s"] for h in resumed["history"]] == [h["examples_per_s"] for h in whole["history"]]
