@@ -78,6 +78,9 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels where PyTorch has them (bit-stable reruns, somewhat slower)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="keep only each layer's input for the backward pass and recompute the rest there: far less "
+                        "activation memory (a large model or batch on a small GPU) for about a third more time")
     g.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1; "
                                                      "under torchrun each process takes cuda:LOCAL_RANK")
     g.add_argument("--log-every", type=number(int, 1, True), default=50, help="log every N optimizer steps")
@@ -132,6 +135,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     compile: bool = False
+    gradient_checkpointing: bool = False
     device: str | torch.device = "auto"
     tf32: bool = False
     deterministic: bool = False

@@ -178,6 +178,8 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.stop_at = min(self.total_steps, cfg.max_steps or self.total_steps)
         model.to(cfg.device)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.device)
         warmup = math.ceil(cfg.warmup_ratio * self.total_steps)
         self.scheduler = linear_schedule(self.optimizer, self.total_steps, warmup)

@@ -222,3 +222,18 @@ def test_cola_from_the_hub_trains_as_from_the_files(tmp_path, tiny_bert_dir, mon
     assert hub["data"]["out_of_domain"] == "hub:nyu-mll/glue cola validation, rows 528-539"  # 527 + 12 rows
     assert hub["data"]["train"] == "hub:nyu-mll/glue cola train: 90% (seeded split, --seed 42)"
     assert hub["test"] == files["test"] and hub["validations"][0]["val_loss"] == files["validations"][0]["val_loss"]
+
+
+def test_gradient_checkpointing_trains_as_without_it(tmp_path, tiny_bert_dir):
+    """--gradient-checkpointing recomputes each layer in backward with the same dropout masks: the same losses,
+    the same checkpoint, to float rounding; and the run records the setting."""
+    train = write(tmp_path / "train.csv", rows(24))
+    runs = [train_cola.main(common(tiny_bert_dir, tmp_path / name, "--train-file", train, "--max-steps", "3", *flag))
+            for name, flag in (("plain", ()), ("checkpointed", ("--gradient-checkpointing",)))]
+    assert not runs[0]["settings"]["gradient_checkpointing"] and runs[1]["settings"]["gradient_checkpointing"]
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()
+               if json.loads(line)["event"] == "step"] for name in ("plain", "checkpointed")]
+    assert len(losses[0]) >= 1 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    weights = [BertForSequenceClassification.from_pretrained(tmp_path / name / "checkpoint").state_dict()
+               for name in ("plain", "checkpointed")]
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
