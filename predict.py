@@ -398,7 +398,7 @@ def answer_questions(model, tok, rows: list[dict], args, length: int, **inferenc
 
 def classify_sentences(model, tok, texts: list[str], args, length: int, labels: list[str], **inference) -> list[dict]:
     note_cut(tok, texts, length)
-    probs = classify(model, tok, texts, max_length=length, batch_size=args.batch_size, **inference)  # [N, L]
+    probs = classify(model, tok, texts, max_seq_length=length, batch_size=args.batch_size, **inference)  # [N, L]
     return [{"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))} for p in probs]
 
 

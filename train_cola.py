@@ -230,7 +230,7 @@ def classification_task(data: Data, train_ids: list[list[int]], tok, args, cfg) 
 def evaluate(model, tokenizer, split: Split, num_labels: int, args, cfg) -> tuple[dict, torch.Tensor]:
     """-> ({"loss" (mean cross-entropy), "mcc", "accuracy", and "macro_f1" past two labels}, probabilities
     [N, num_labels] on the CPU)."""
-    probs = classify(model, tokenizer, split.texts, max_length=args.max_seq_length, batch_size=cfg.batch_size,
+    probs = classify(model, tokenizer, split.texts, max_seq_length=args.max_seq_length, batch_size=cfg.batch_size,
                      pad_to=args.max_seq_length if args.pad_to_max else None, amp_dtype=cfg.amp_dtype)
     loss = F.nll_loss(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), torch.tensor(split.labels)).item()
     scores = {"loss": loss, **classification_metrics(split.labels, probs.argmax(-1).tolist(), num_labels)}

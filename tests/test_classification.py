@@ -76,7 +76,7 @@ def test_classify_equals_transformers_one_sentence_at_a_time(tmp_path, tiny_bert
     model = BertForSequenceClassification.from_pretrained(tmp_path)
     tok = load_tokenizer(tiny_bert_dir)
     model.train()
-    probs = classify(model, tok, SENTENCES, max_length=24, batch_size=2)
+    probs = classify(model, tok, SENTENCES, max_seq_length=24, batch_size=2)
     assert model.training  # the caller's mode is restored
     assert probs.shape == (5, 3) and probs.dtype == torch.float32
     assert torch.allclose(probs.sum(-1), torch.ones(5))
@@ -84,5 +84,5 @@ def test_classify_equals_transformers_one_sentence_at_a_time(tmp_path, tiny_bert
     with torch.no_grad():
         want = torch.cat([hf(torch.tensor([ids])).logits.softmax(-1) for ids in encode(tok, SENTENCES, 24)])
     torch.testing.assert_close(probs, want, atol=1e-5, rtol=1e-5)
-    fixed = classify(model, tok, SENTENCES, max_length=24, batch_size=5, pad_to=24)  # the tutorial's padding
+    fixed = classify(model, tok, SENTENCES, max_seq_length=24, batch_size=5, pad_to=24)  # the tutorial's padding
     torch.testing.assert_close(fixed, want, atol=1e-5, rtol=1e-5)

@@ -183,7 +183,7 @@ def test_train_cola_smoke_and_resume(tmp_path, tiny_bert_dir):
     model = BertForSequenceClassification.from_pretrained(ckpt)
     assert model.config.extra["id2label"] == {"0": "unacceptable", "1": "acceptable"}
     sentences = [e.sentence for e in read_tsv(data / "out_of_domain_dev.tsv")]
-    probs = classify(model, load_tokenizer(ckpt), sentences, max_length=64, batch_size=5)
+    probs = classify(model, load_tokenizer(ckpt), sentences, max_seq_length=64, batch_size=5)
     assert probs.argmax(-1).tolist() == pred  # the library predicts what the evaluation predicted
 
     m2 = train_cola.main(common + ["--resume", "--pad-to-max"])  # 5 steps per epoch, 2 epochs

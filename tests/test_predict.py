@@ -208,7 +208,7 @@ def test_probabilities_keep_the_checkpoints_label_order(tmp_path, cls_dir, capsy
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
     out = predict(["cola", "--model", str(folder), "--input", str(tmp_path / "in.txt")], capsys)
     model, tok = BertForSequenceClassification.from_pretrained(folder), load_tokenizer(folder)
-    want = classify(model, tok, SENTENCES, max_length=512, batch_size=8)  # [N, 3], in label id order
+    want = classify(model, tok, SENTENCES, max_seq_length=512, batch_size=8)  # [N, 3], in label id order
     assert all(list(o["probabilities"]) == ["zebra", "apple", "mango"] for o in out)
     torch.testing.assert_close(torch.tensor([list(o["probabilities"].values()) for o in out]), want)
     assert [o["label"] for o in out[:3]] == ["zebra", "apple", "mango"]  # sentence i is label i (the cls_dir head)

@@ -87,7 +87,7 @@ def test_three_labels_from_csv_with_keep_best(tmp_path, tiny_bert_dir):
 
     def test_loss(folder) -> tuple[float, list[str]]:
         probs = classify(BertForSequenceClassification.from_pretrained(folder), load_tokenizer(folder), test_texts,
-                         max_length=64, batch_size=4)
+                         max_seq_length=64, batch_size=4)
         return F.nll_loss(probs.log(), torch.tensor(gold)).item(), [names[str(p)] for p in probs.argmax(-1).tolist()]
     loss, predicted = test_loss(out / "best")
     assert loss == pytest.approx(m["test"]["test"]["loss"], abs=2e-6) and [r[2] for r in table[1:]] == predicted
