@@ -281,6 +281,23 @@ class BartModel(BartPreTrainedModel):
         return self.decoder(decoder_input_ids, memory, attention_mask, sparse_grad=sparse_grad)
 
 
+class DerivedWeight:
+    """A copy of a weight in another layout, kept beside a module with the `key` of the weight it was made from. Not
+    copied with the module (copy.deepcopy, pickle): it is remade on use, and a oneDNN tensor cannot be copied."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def set(self, key, value: Tensor) -> None:
+        self.key, self.value = key, value
+
+    def __deepcopy__(self, memo) -> "DerivedWeight":
+        return DerivedWeight()
+
+    def __reduce__(self):
+        return DerivedWeight, ()
+
+
 class BartForConditionalGeneration(BartPreTrainedModel):
     """BART with its LM head: logits = h W_emb^T + final_logits_bias, W_emb tied to the token embedding."""
 
@@ -295,7 +312,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         self.init_weights()
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.shared.weight
-        self._decoding_head = None  # (key, weight): see decoding_head
+        self._decoding_head = DerivedWeight()  # see decoding_head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, labels: Tensor | None = None,
@@ -325,21 +342,32 @@ class BartForConditionalGeneration(BartPreTrainedModel):
     def logits(self, hidden: Tensor, weight: Tensor | None = None) -> Tensor:
         """hidden [..., D] -> logits [..., V] through the LM head, or through `weight`, its decoding_head."""
         weight = self.lm_head.weight if weight is None else weight
-        return F.linear(hidden, weight)[..., :self.config.vocab_size] + self.final_logits_bias
+        if weight.is_mkldnn:  # decoding_head's oneDNN layout, in the weight's dtype (as autocast would cast)
+            logits = torch.ops.mkldnn._linear_pointwise(hidden.to(weight.dtype), weight, None, "none", [], "")
+        else:
+            logits = F.linear(hidden, weight)[..., :self.config.vocab_size]
+        return logits + self.final_logits_bias
 
     def decoding_head(self, dtype: torch.dtype) -> Tensor:
-        """The LM head's weight as decoding reads it, in `dtype`, with decoding_rows rows (zero rows past V, whose
-        logits `logits` drops). On CUDA the odd 50,265 rows of BART misalign the logits and cuBLAS falls back to a
-        slow kernel; with 50,304 rows the decode step's LM-head GEMM is 5x faster on an H100. A copy is made once per
-        weight version (an in-place update makes a new one), not per step."""
+        """The LM head's weight as decoding reads it, in `dtype`. It is half of what a decode step reads, so its
+        layout is the one the device's fastest kernel wants:
+        - on CUDA, decoding_rows rows (zero rows past V, whose logits `logits` drops): the odd 50,265 rows of BART
+          misalign the logits and cuBLAS falls back to a slow kernel; with 50,304 rows the decode step's LM-head GEMM
+          is 5x faster on an H100;
+        - on CPU, oneDNN's blocked layout (what torch.compile's weight prepacking uses): F.linear's BLAS call reads
+          the MiniLM BART's 30,522 x 384 head at about 9 GB/s on one thread, oneDNN's kernel on the packed weight
+          1.5-3x faster for 1-32 rows (experiments/bench_decode_step.py), in the same precision.
+        A copy is made once per weight version (an in-place update makes a new one), not per step."""
         weight = self.lm_head.weight
         rows = decoding_rows(weight.size(0), weight.device)
-        if rows == weight.size(0) and dtype == weight.dtype:
+        packed = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        if rows == weight.size(0) and dtype == weight.dtype and not packed:
             return weight
         key = (dtype, rows, weight.device, weight.data_ptr(), weight._version)
-        if self._decoding_head is None or self._decoding_head[0] != key:
-            self._decoding_head = key, F.pad(weight.detach().to(dtype), (0, 0, 0, rows - weight.size(0)))
-        return self._decoding_head[1]
+        if self._decoding_head.key != key:
+            head = F.pad(weight.detach().to(dtype), (0, 0, 0, rows - weight.size(0)))
+            self._decoding_head.set(key, torch.ops.mkldnn._reorder_linear_weight(head) if packed else head)
+        return self._decoding_head.value
 
     # the pieces generation uses: encode once, then decode step by step with a cache
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
