@@ -240,7 +240,7 @@ class DecodeStep:
 
     def run(self) -> Tensor:
         if self.origin is not None:
-            self.cache.reorder(self.origin)
+            self.cache.reorder(self.origin, in_place=self.cuda_graph)
         return self.model.decode(self.ids, self.cache)[:, -1]
 
     def run_and_capture(self) -> Tensor:

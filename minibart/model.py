@@ -22,6 +22,7 @@ from .config import BartConfig
 from .loss import lm_head_loss
 
 POSITION_OFFSET = 2  # BART's position table has 2 extra leading rows; position p uses row p + 2
+ONEDNN_DTYPES = (torch.float32, torch.bfloat16)  # those decoding_head packs on CPU
 
 
 def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
@@ -63,14 +64,16 @@ class KVCache:
     attends over all max_len slots with the mask "slot <= my position" (later slots are stale or
     empty). Cross-attention: the encoder output's keys and values per layer, [B, H, S, Dh],
     computed once per source and shared by its copies (beams), and its padding mask.
-    Nothing changes shape or address and nothing is read back to the host, so one decode step can
-    be captured as a CUDA graph and replayed (minibart.generation.DecodeStep).
+    Nothing changes shape, nothing is read back to the host and, with reorder(in_place=True), nothing
+    changes address, so one decode step can be captured as a CUDA graph and replayed
+    (minibart.generation.DecodeStep).
     """
     kv: Tensor
     cross_k: list[Tensor]
     cross_v: list[Tensor]
     memory_mask: Tensor | None  # bool [B, 1, 1, S], or None when the source has no padding
     pos: Tensor  # long [], on kv's device
+    spare: Tensor | None = None  # kv's shape: see reorder
 
     @property
     def max_len(self) -> int:
@@ -91,13 +94,20 @@ class KVCache:
         """bool [T, max_len]: the query at position p sees slots 0 .. p (causal, and nothing stale)."""
         return torch.arange(self.max_len, device=positions.device) <= positions[:, None]
 
-    def reorder(self, index: Tensor) -> None:
-        """Beam search: sequence i takes the self-attention history of sequence index[i], in place.
+    def reorder(self, index: Tensor, in_place: bool = False) -> None:
+        """Beam search: sequence i takes the self-attention history of sequence index[i].
 
-        One layer at a time, so the temporary copy is a layer's, not the whole cache's. `index` only
-        permutes sequences among the copies of one source, so the cross-attention keys, values and
-        mask, shared by those copies, stay as they are.
+        One gather of the whole buffer into a spare one, which becomes `kv` (the old one the next spare): the cache
+        is read and written once. in_place (a captured CUDA graph, which must keep kv's address): a gather and a copy
+        back, one layer at a time, so the temporary is a layer's, not the whole cache's. `index` only permutes
+        sequences among the copies of one source, so the cross-attention keys, values and mask, shared by those
+        copies, stay as they are.
         """
+        if not in_place:
+            self.spare = torch.empty_like(self.kv) if self.spare is None else self.spare
+            torch.index_select(self.kv, 2, index, out=self.spare)
+            self.kv, self.spare = self.spare, self.kv
+            return
         for layer in self.kv:  # [2, N, H, max_len, Dh]
             if layer.size(-1) * layer.element_size() % 8 == 0:
                 layer = layer.view(torch.int64)  # a bitwise view: a gather moves 4x fewer, wider bf16 elements
@@ -360,7 +370,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         A copy is made once per weight version (an in-place update makes a new one), not per step."""
         weight = self.lm_head.weight
         rows = decoding_rows(weight.size(0), weight.device)
-        packed = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        packed = weight.device.type == "cpu" and dtype in ONEDNN_DTYPES and torch.backends.mkldnn.is_available()
         if rows == weight.size(0) and dtype == weight.dtype and not packed:
             return weight
         key = (dtype, rows, weight.device, weight.data_ptr(), weight._version)
@@ -379,7 +389,10 @@ class BartForConditionalGeneration(BartPreTrainedModel):
 
     def decode(self, decoder_input_ids: Tensor, cache: KVCache) -> Tensor:
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
-        return self.logits(self.model.decoder(decoder_input_ids, cache=cache), self.decoding_head(cache.kv.dtype))
+        hidden = self.model.decoder(decoder_input_ids, cache=cache)
+        if type(self.lm_head) is not nn.Linear:  # e.g. quantized: the module as it is, not our layout of its weight
+            return self.lm_head(hidden) + self.final_logits_bias
+        return self.logits(hidden, self.decoding_head(cache.kv.dtype))
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
         """See minibart.generation.generate."""
