@@ -447,7 +447,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     padded with pad_token_id, as `transformers`' generate returns for the same weights and arguments
     (so, like it, beam search pads with eos_token_id when pad_token_id is 0).
 
-    cuda_graph: replay each decoder step as a CUDA graph (see DecodeStep); default: on CUDA.
+    cuda_graph: replay each decoder step as a CUDA graph (see DecodeStep); default: on CUDA. False runs each step
+    eagerly: to see its kernels in a profiler (a replay is one launch), for a modified decoder whose step reads values
+    back to the host or changes shapes (a graph replays neither), or to spare the graph's private memory pool.
 
     Arguments (default: the model config's generation settings, else transformers' defaults):
     max_length, max_new_tokens, min_length, num_beams, length_penalty, early_stopping (True, False
