@@ -49,6 +49,12 @@ class _Identity(torch.autograd.Function):
         return grad
 
 
+def plus_bias(logits: Tensor, bias: Tensor) -> Tensor:
+    """logits + bias, in place (logits: a product's fresh output) where that keeps the sum's dtype: a bf16 product
+    (autocast) plus the fp32 bias is an fp32 sum."""
+    return logits.add_(bias) if logits.dtype == torch.result_type(logits, bias) else logits + bias
+
+
 def decoding_rows(vocab_size: int, device: torch.device) -> int:
     """Rows of the LM head as decoding reads it: on CUDA the vocabulary rounded up to a multiple of 64."""
     return vocab_size + (-vocab_size % 64 if device.type == "cuda" else 0)
@@ -356,7 +362,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
             logits = torch.ops.mkldnn._linear_pointwise(hidden.to(weight.dtype), weight, None, "none", [], "")
         else:
             logits = F.linear(hidden, weight)[..., :self.config.vocab_size]
-        return logits + self.final_logits_bias
+        return plus_bias(logits, self.final_logits_bias)
 
     def decoding_head(self, dtype: torch.dtype) -> Tensor:
         """The LM head's weight as decoding reads it, in `dtype`. It is half of what a decode step reads, so its
@@ -391,7 +397,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
         hidden = self.model.decoder(decoder_input_ids, cache=cache)
         if type(self.lm_head) is not nn.Linear:  # e.g. quantized: the module as it is, not our layout of its weight
-            return self.lm_head(hidden) + self.final_logits_bias
+            return plus_bias(self.lm_head(hidden), self.final_logits_bias)
         return self.logits(hidden, self.decoding_head(cache.kv.dtype))
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
