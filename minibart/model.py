@@ -376,7 +376,8 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         A copy is made once per weight version (an in-place update makes a new one), not per step."""
         weight = self.lm_head.weight
         rows = decoding_rows(weight.size(0), weight.device)
-        packed = weight.device.type == "cpu" and dtype in ONEDNN_DTYPES and torch.backends.mkldnn.is_available()
+        packed = weight.device.type == "cpu" and dtype in ONEDNN_DTYPES and torch.backends.mkldnn.is_available() \
+            and not torch.compiler.is_compiling()  # torch.compile packs weights itself, and cannot trace oneDNN's
         if rows == weight.size(0) and dtype == weight.dtype and not packed:
             return weight
         key = (dtype, rows, weight.device, weight.data_ptr(), weight._version)
