@@ -44,8 +44,12 @@ def test_fp32_inference_weights_generate_the_same_tokens(bart):
     assert not any(type(m) is nn.Linear for m in fast.modules()) and isinstance(fast.lm_head, PackedLinear)
     assert all(type(m) is not PackedLinear for m in bart.modules())
     assert fast.lm_head.weight is fast.model.shared.weight  # still tied
-    for kw in (dict(), dict(num_beams=3, num_return_sequences=2)):
-        assert torch.equal(fast.generate(source(), max_length=12, **kw), bart.generate(source(), max_length=12, **kw))
+    for kw in (dict(), dict(num_beams=3, num_return_sequences=2), dict(num_beams=4, no_repeat_ngram_size=2),
+               dict(num_beams=2, length_penalty=2.0, min_length=6), dict(do_sample=True, top_k=5)):
+        torch.manual_seed(0)
+        want = bart.generate(source(), max_length=12, **kw)
+        torch.manual_seed(0)
+        assert torch.equal(fast.generate(source(), max_length=12, **kw), want), kw
 
 
 @needs_onednn
