@@ -18,9 +18,11 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import profile
 
 from minibart import BartForConditionalGeneration
 from minicore.quantize import inference_weights
@@ -58,6 +60,15 @@ def bare_matmuls(model, rows: int, repeats: int) -> float:
     return statistics.median(cpu_seconds(step) for _ in range(repeats))
 
 
+def alternating(ours, hf, repeats: int) -> tuple[float, float]:
+    """Median CPU seconds of each callable over `repeats` calls, the order alternating."""
+    times = {ours: [], hf: []}
+    for r in range(repeats):
+        for fn in ((ours, hf) if r % 2 == 0 else (hf, ours)):
+            times[fn].append(cpu_seconds(fn))
+    return statistics.median(times[ours]), statistics.median(times[hf])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="1x1,1x4,4x1,4x4,8x1,8x4", help="sources x beams, comma-separated")
@@ -75,39 +86,32 @@ def main(argv: list[str] | None = None) -> None:
           f"{'HF ms/step':>10} {'matmuls ms':>10}  same")
     for cell in args.grid.split(","):
         B, K = map(int, cell.split("x"))
-        src = torch.randint(5, ours_fp32.config.vocab_size, (B, args.source), generator=torch.Generator().manual_seed(0))
-        kw = dict(num_beams=K, max_length=args.new + 1, min_length=args.new + 1, early_stopping=True,
-                  no_repeat_ngram_size=0, length_penalty=1.0, do_sample=False)
+        src = torch.randint(5, hf.config.vocab_size, (B, args.source), generator=torch.Generator().manual_seed(0))
+        kw = {"num_beams": K, "max_length": args.new + 1, "min_length": args.new + 1, "early_stopping": True,
+              "no_repeat_ngram_size": 0, "length_penalty": 1.0, "do_sample": False}
+        run_hf = partial(hf.generate, src, attention_mask=torch.ones_like(src), **kw)
         with torch.inference_mode():
-            want = hf.generate(src, attention_mask=torch.ones_like(src), **kw)
-            encoder = statistics.median(cpu_seconds(lambda: hf.model.encoder(src)) for _ in range(3))
+            want = run_hf()
+            encoder = statistics.median(cpu_seconds(partial(hf.model.encoder, src)) for _ in range(3))
         matmuls = bare_matmuls(ours_fp32, B * K, args.repeats)
-        for dtype in args.weights.split(","):
-            ours = ours_fp32 if dtype == "model" else inference_weights(ours_fp32, dtype)
-            run_ours = lambda: ours.generate(src, **kw)  # noqa: E731
-            run_hf = lambda: hf.generate(src, attention_mask=torch.ones_like(src), **kw)  # noqa: E731
+        for weights in args.weights.split(","):
+            ours = ours_fp32 if weights == "model" else inference_weights(ours_fp32, weights)
+            run_ours = partial(ours.generate, src, **kw)
             with torch.inference_mode():
                 try:
                     got = run_ours()
                 except TypeError as e:  # int8 while a projection reads its module's .weight
-                    print(f"{B:>2}x{K:<3} {dtype:>7} cannot run: {e}")
+                    print(f"{B:>2}x{K:<3} {weights:>7} cannot run: {e}")
                     continue
-                times = {"ours": [], "hf": []}
-                for r in range(args.repeats):
-                    for name in (("ours", "hf") if r % 2 == 0 else ("hf", "ours")):
-                        times[name].append(cpu_seconds(run_ours if name == "ours" else run_hf))
-                if args.profile:
-                    from torch.profiler import profile
-                    with profile() as prof:
-                        run_ours()
-            t_ours, t_hf = statistics.median(times["ours"]), statistics.median(times["hf"])
+                t_ours, t_hf = alternating(run_ours, run_hf, args.repeats)
             same = got.shape == want.shape and bool((got == want).all())
-            step = lambda t: (t - encoder) / args.new * 1e3  # noqa: E731
-            print(f"{B:>2}x{K:<3} {dtype:>7} {B / t_ours:>10.2f} {B / t_hf:>9.2f} {t_hf / t_ours:>6.2f} "
-                  f"{step(t_ours):>12.2f} {step(t_hf):>10.2f} {matmuls * 1e3:>10.2f}  {same}", flush=True)
+            ms_ours, ms_hf = ((t - encoder) / args.new * 1e3 for t in (t_ours, t_hf))
+            print(f"{B:>2}x{K:<3} {weights:>7} {B / t_ours:>10.2f} {B / t_hf:>9.2f} {t_hf / t_ours:>6.2f} "
+                  f"{ms_ours:>12.2f} {ms_hf:>10.2f} {matmuls * 1e3:>10.2f}  {same}", flush=True)
             if args.profile:
+                with torch.inference_mode(), profile() as prof:
+                    run_ours()
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-
 
 if __name__ == "__main__":
     main()

@@ -16,13 +16,13 @@ from minicore.attention import CrossAttention, SelfAttention, padding_mask
 from minicore.checkpoint import resolve
 from minicore.fused import Dropout, gelu_linear
 from minicore.layers import init_weights
+from minicore.quantize import linear_packed, onednn_packs, pack
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
 from .loss import lm_head_loss
 
 POSITION_OFFSET = 2  # BART's position table has 2 extra leading rows; position p uses row p + 2
-ONEDNN_DTYPES = (torch.float32, torch.bfloat16)  # those decoding_head packs on CPU
 
 
 def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
@@ -359,7 +359,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         """hidden [..., D] -> logits [..., V] through the LM head, or through `weight`, its decoding_head."""
         weight = self.lm_head.weight if weight is None else weight
         if weight.is_mkldnn:  # decoding_head's oneDNN layout, in the weight's dtype (as autocast would cast)
-            logits = torch.ops.mkldnn._linear_pointwise(hidden.to(weight.dtype), weight, None, "none", [], "")
+            logits = linear_packed(hidden, weight)
         else:
             logits = F.linear(hidden, weight)[..., :self.config.vocab_size]
         return plus_bias(logits, self.final_logits_bias)
@@ -376,14 +376,13 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         A copy is made once per weight version (an in-place update makes a new one), not per step."""
         weight = self.lm_head.weight
         rows = decoding_rows(weight.size(0), weight.device)
-        packed = weight.device.type == "cpu" and dtype in ONEDNN_DTYPES and torch.backends.mkldnn.is_available() \
-            and not torch.compiler.is_compiling()  # torch.compile packs weights itself, and cannot trace oneDNN's
+        packed = onednn_packs(weight.device, dtype)
         if rows == weight.size(0) and dtype == weight.dtype and not packed:
             return weight
         key = (dtype, rows, weight.device, weight.data_ptr(), weight._version)
         if self._decoding_head.key != key:
             head = F.pad(weight.detach().to(dtype), (0, 0, 0, rows - weight.size(0)))
-            self._decoding_head.set(key, torch.ops.mkldnn._reorder_linear_weight(head) if packed else head)
+            self._decoding_head.set(key, pack(head) if packed else head)
         return self._decoding_head.value
 
     # the pieces generation uses: encode once, then decode step by step with a cache

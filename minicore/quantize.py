@@ -2,6 +2,8 @@
 reading the weights (each decode step reads every decoder weight and the LM head for a handful of rows).
 
     inference_weights(model, "fp32" | "bf16" | "int8") -> a copy of `model` for inference, in eval mode
+    PackedLinear(linear); packed(model)               nn.Linear layers that read oneDNN-packed weights
+    onednn_packs(device, dtype); pack(weight); linear_packed(x, packed, bias)   the packing itself
 
 fp32 and bf16: each nn.Linear becomes a PackedLinear, its weight also kept in oneDNN's blocked layout (on CPU; what
 torch.compile's weight prepacking does): F.linear's BLAS call reads a decoder's weights at about 9 GB/s on one thread
@@ -22,7 +24,23 @@ from torch import Tensor, nn
 from minicore.errors import UserError
 
 WEIGHTS = ("fp32", "bf16", "int8")
-ONEDNN_DTYPES = (torch.float32, torch.bfloat16)  # those PackedLinear packs
+
+
+def onednn_packs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a weight of this device and dtype can be packed for oneDNN: fp32 or bf16 on CPU, in a PyTorch built
+    with oneDNN, outside torch.compile (which packs weights itself, and cannot trace oneDNN's packed ones)."""
+    return device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available() \
+        and not torch.compiler.is_compiling()
+
+
+def pack(weight: Tensor) -> Tensor:
+    """A linear layer's weight [out, in] in oneDNN's blocked layout (an opaque tensor only linear_packed reads)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+
+
+def linear_packed(x: Tensor, packed: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear(x, weight, bias) [..., out] from the packed weight, in its dtype."""
+    return torch.ops.mkldnn._linear_pointwise(x.to(packed.dtype), packed, bias, "none", [], "")
 
 
 class PackedLinear(nn.Module):
@@ -34,10 +52,10 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
+        self.packed = pack(linear.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return linear_packed(x, self.packed, self.bias)
 
     def __deepcopy__(self, memo) -> "PackedLinear":  # a oneDNN tensor cannot be copied: pack a copy of the linear
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
@@ -48,8 +66,7 @@ class PackedLinear(nn.Module):
 def packed(model: nn.Module) -> nn.Module:
     """`model` with each nn.Linear replaced by a PackedLinear, in place, where oneDNN runs it (fp32, bf16 on CPU)."""
     for name, child in model.named_children():
-        if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in ONEDNN_DTYPES \
-                and torch.backends.mkldnn.is_available():
+        if type(child) is nn.Linear and onednn_packs(child.weight.device, child.weight.dtype):
             setattr(model, name, PackedLinear(child))
         else:
             packed(child)
