@@ -355,3 +355,19 @@ def test_generation_args_are_checked_without_a_model():
         check_generation_args(BartConfig(**CONFIG), max_length=1024)
     with pytest.raises(InvalidValue, match=r"\(num_return_sequences, from the model config, 3\): use at most "):
         check_generation_args(BartConfig(**CONFIG, num_beams=3, num_return_sequences=3), num_beams=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cache_reorder_through_the_spare_buffer_equals_in_place(dtype):
+    """KVCache.reorder gives the same cache through its spare buffer (eager) as in place (a CUDA graph's), twice in a
+    row (the second gathers into the first's old buffer): sequence i holds sequence index[i]'s history."""
+    from minibart.model import KVCache
+
+    kv = torch.randn(2, 2, 6, 3, 5, 4).to(dtype)  # [layers, k/v, N, H, max_len, Dh]
+    caches = [KVCache(kv.clone(), [], [], None, torch.zeros((), dtype=torch.long)) for _ in range(2)]
+    want = kv
+    for index in (torch.tensor([0, 0, 1, 3, 3, 5]), torch.tensor([1, 0, 0, 5, 4, 3])):
+        caches[0].reorder(index, in_place=True)
+        caches[1].reorder(index)
+        want = want[:, :, index]
+        assert torch.equal(caches[0].kv, want) and torch.equal(caches[1].kv, want)
