@@ -29,8 +29,8 @@ def patched(module, name: str, value):
         setattr(module, name, old)
 
 
-def reorder_elementwise(cache, index):
-    """KVCache.reorder before row 16: gathers elements of the cache's own dtype."""
+def reorder_elementwise(cache, index, in_place=True):
+    """KVCache.reorder (in place) before row 16: gathers elements of the cache's own dtype."""
     for layer in cache.kv:
         layer.copy_(layer.index_select(1, index))
 

@@ -20,7 +20,12 @@ from .config import GENERATION_DEFAULTS, GENERATION_RULES, BartConfig
 TOKENS = ("decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id")
 ARGUMENT_TYPES = {f.name: f.type for f in fields(BartConfig) if f.name in (*GENERATION_DEFAULTS, *TOKENS)}
 START_LENGTH = 1  # the decoder start token, counted in max_length
-MIN_TEMPERATURE = 1e-30  # below it sampling takes its limit, greedy (see `scale`): scores / t could overflow
+# Below GREEDY_TEMPERATURE sampling is its limit as the temperature tends to 0: greedy decoding, and beam sampling is
+# beam search. There softmax(scores / T) is 0 in float32 (below e^-104) for every token more than 104 T = 0.01 nats
+# below the best, so sampling already picks the best but for near-ties; and beam scores, sums of log-probs / T
+# (-100 at worst per token), would reach EXCLUDED (-1e9) within 1,000 tokens, when that sentinel would no longer
+# exclude anything: a beam sampled at 1e-10 returned only its start token.
+GREEDY_TEMPERATURE = 1e-4
 EXCLUDED = -1.0e9  # transformers' score for "no candidate" (placeholder beams, ended or disqualified ones): finite,
 #                    so that sums with it keep the order transformers' top-k sees
 
@@ -45,6 +50,11 @@ class Settings:
     forced_eos_token_id: int | None
     eos_token_id: int | None
     pad_token_id: int
+
+    @property
+    def sampling(self) -> bool:
+        """do_sample at a temperature where sampling is not yet its limit (see GREEDY_TEMPERATURE)."""
+        return self.do_sample and self.temperature >= GREEDY_TEMPERATURE
 
 
 def check_generation_args(config: BartConfig | None = None, **kwargs) -> dict:
@@ -78,8 +88,6 @@ def check_generation_args(config: BartConfig | None = None, **kwargs) -> dict:
         bad("num_return_sequences", "1, or num_beams > 1 or do_sample=True")
     if g["num_beams"] > 1 and g["num_return_sequences"] > g["num_beams"]:
         bad("num_return_sequences", f"at most num_beams ({g['num_beams']})")
-    if g["do_sample"] and g["num_beams"] > 1 and g["temperature"] < MIN_TEMPERATURE:  # greedy sampling takes the limit
-        bad("temperature", f"a number >= {MIN_TEMPERATURE} for beam sampling (or do_sample=False: beam search)")
     positions = config.max_position_embeddings if config else math.inf
     if g["max_new_tokens"] is not None:  # wins over max_length, as in transformers
         g["max_length"] = g["max_new_tokens"] + START_LENGTH
@@ -167,15 +175,6 @@ def force_token(scores: Tensor, token: int) -> Tensor:
     return forced
 
 
-def scale(scores: Tensor, temperature: float) -> Tensor:
-    """scores / temperature (HF's temperature warper). As it tends to 0, sampling tends to greedy decoding (among
-    tied best tokens, uniformly); below MIN_TEMPERATURE, where the division could overflow to inf (and softmax
-    to NaN), that limit: the best scores and their ties stay, every other one is -inf."""
-    if temperature >= MIN_TEMPERATURE:
-        return scores / temperature
-    return scores.masked_fill(scores < scores.amax(-1, keepdim=True), -math.inf)
-
-
 def top_k_filter(scores: Tensor, k: int, keep: int = 1) -> Tensor:
     """Keep the k best scores (at least `keep`), and their ties."""
     k = min(max(k, keep), scores.size(-1))
@@ -207,10 +206,10 @@ def process(ids: Tensor, scores: Tensor, s: Settings, source_ngrams: Tensor | No
         scores = force_token(scores, s.forced_bos_token_id)
     if s.forced_eos_token_id is not None and t == s.max_length - 1:
         scores = force_token(scores, s.forced_eos_token_id)
-    if s.do_sample:
+    if s.sampling:
         keep = 2 if s.num_beams > 1 else 1  # beams keep one token besides EOS to continue with
         if s.temperature != 1.0:
-            scores = scale(scores, s.temperature)
+            scores = scores / s.temperature  # HF's temperature warper
         if s.top_k != 0:
             scores = top_k_filter(scores, s.top_k, keep)
         if s.top_p < 1.0:
@@ -241,7 +240,7 @@ class DecodeStep:
 
     def run(self) -> Tensor:
         if self.origin is not None:
-            self.cache.reorder(self.origin)
+            self.cache.reorder(self.origin, in_place=self.cuda_graph)
         return self.model.decode(self.ids, self.cache)[:, -1]
 
     def run_and_capture(self) -> Tensor:
@@ -289,7 +288,7 @@ def greedy_or_sample(step: DecodeStep, ids: Tensor, s: Settings, source_ngrams: 
     unfinished = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
     while True:
         scores = process(ids, step(ids).float(), s, source_ngrams)
-        token = torch.multinomial(scores.softmax(-1), 1)[:, 0] if s.do_sample else scores.argmax(-1)
+        token = torch.multinomial(scores.softmax(-1), 1)[:, 0] if s.sampling else scores.argmax(-1)
         if s.eos_token_id is not None:
             token = torch.where(unfinished, token, s.pad_token_id)
             unfinished &= token != s.eos_token_id
@@ -349,7 +348,14 @@ def select_candidates(log_probs: Tensor, beam_scores: Tensor, n: int, do_sample:
     B, K, V = log_probs.shape
     if do_sample:
         total = (log_probs + beam_scores[:, :, None]).view(B, K * V)
-        index = torch.multinomial(total.softmax(-1), n)
+        probs = total.softmax(-1)
+        index = torch.multinomial(probs, n)  # the draws, then (ranked last) continuations of probability 0
+        # At a low temperature float32 holds a probability for fewer than n continuations, and multinomial fills
+        # the rest with any of probability 0 (banned tokens, placeholder beams: empty outputs). Sampling without
+        # replacement tends to the best of the rest there (the limit as their probabilities vanish): take those.
+        drawn = probs.gather(1, index) > 0  # [B, n], the first ones of each row
+        rest = total.scatter(1, index, torch.where(drawn, math.inf, total.gather(1, index))).topk(n)[1]
+        index = torch.where(drawn, index, rest)  # rest: the draws, then the best of the others
         top, order = total.gather(1, index).sort(dim=-1, descending=True)
         cand = index.gather(1, order)
         return top, cand // V, cand % V
@@ -368,7 +374,7 @@ def beam_step(beams: Beams, log_probs: Tensor, t: int, prompt_len: int, s: Setti
     every continuation ended (nothing left to extend; a bool tensor, to spare a host sync).
     """
     B, K = log_probs.shape[:2]
-    cand_scores, origin, token = select_candidates(log_probs, beams.scores, 2 * K, s.do_sample)  # [B, 2K]
+    cand_scores, origin, token = select_candidates(log_probs, beams.scores, 2 * K, s.sampling)  # [B, 2K]
     cand_seqs = gather_beams(beams.seqs, origin)
     cand_seqs[:, :, t] = token
     ends = torch.full_like(token, t + 1 >= s.max_length, dtype=torch.bool)
@@ -441,18 +447,24 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     padded with pad_token_id, as `transformers`' generate returns for the same weights and arguments
     (so, like it, beam search pads with eos_token_id when pad_token_id is 0).
 
-    cuda_graph: replay each decoder step as a CUDA graph (see DecodeStep); default: on CUDA.
+    cuda_graph: replay each decoder step as a CUDA graph (see DecodeStep); default: on CUDA. False runs each step
+    eagerly: to see its kernels in a profiler (a replay is one launch), for a modified decoder whose step reads values
+    back to the host or changes shapes (a graph replays neither), or to spare the graph's private memory pool.
 
     Arguments (default: the model config's generation settings, else transformers' defaults):
     max_length, max_new_tokens, min_length, num_beams, length_penalty, early_stopping (True, False
     or "never"), no_repeat_ngram_size, encoder_no_repeat_ngram_size (no n-gram of the source in the
-    output: against copying), do_sample, top_k, top_p, temperature (sampling below MIN_TEMPERATURE is
-    greedy, its limit), num_return_sequences, decoder_start_token_id, forced_bos_token_id, forced_eos_token_id.
+    output: against copying), do_sample, top_k, top_p, temperature (below GREEDY_TEMPERATURE, sampling is
+    its limit: greedy decoding, or beam search with beams), num_return_sequences, decoder_start_token_id,
+    forced_bos_token_id, forced_eos_token_id.
 
     settings: instead of the arguments, a Settings already built by resolve_settings(model.config, ...) (a caller
     that generates many times resolves and checks them once).
 
     Bad arguments (check_generation_args), then bad inputs (check_inputs), are UserErrors naming them.
+
+    On CPU, minicore.quantize.inference_weights(model, "fp32" | "bf16" | "int8") makes a copy that generates
+    faster: its linear layers read packed (or int8) weights (experiments/bench_decode_step.py).
     """
     if settings is not None and kwargs:
         raise UserError("generate() takes settings or generation arguments, not both", ", ".join(sorted(kwargs)),

@@ -16,6 +16,7 @@ from minicore.attention import CrossAttention, padding_mask
 from minicore.checkpoint import resolve
 from minicore.fused import Dropout
 from minicore.layers import Block, GradientCheckpointing, init_weights
+from minicore.quantize import linear_packed, onednn_packs, pack
 
 from .checkpoint import BartPretrainedMixin, bart_from_bert
 from .config import BartConfig
@@ -48,6 +49,12 @@ class _Identity(torch.autograd.Function):
         return grad
 
 
+def plus_bias(logits: Tensor, bias: Tensor) -> Tensor:
+    """logits + bias, in place (logits: a product's fresh output) where that keeps the sum's dtype: a bf16 product
+    (autocast) plus the fp32 bias is an fp32 sum."""
+    return logits.add_(bias) if logits.dtype == torch.result_type(logits, bias) else logits + bias
+
+
 def decoding_rows(vocab_size: int, device: torch.device) -> int:
     """Rows of the LM head as decoding reads it: on CUDA the vocabulary rounded up to a multiple of 64."""
     return vocab_size + (-vocab_size % 64 if device.type == "cuda" else 0)
@@ -63,14 +70,16 @@ class KVCache:
     attends over all max_len slots with the mask "slot <= my position" (later slots are stale or
     empty). Cross-attention: the encoder output's keys and values per layer, [B, H, S, Dh],
     computed once per source and shared by its copies (beams), and its padding mask.
-    Nothing changes shape or address and nothing is read back to the host, so one decode step can
-    be captured as a CUDA graph and replayed (minibart.generation.DecodeStep).
+    Nothing changes shape, nothing is read back to the host and, with reorder(in_place=True), nothing
+    changes address, so one decode step can be captured as a CUDA graph and replayed
+    (minibart.generation.DecodeStep).
     """
     kv: Tensor
     cross_k: list[Tensor]
     cross_v: list[Tensor]
     memory_mask: Tensor | None  # bool [B, 1, 1, S], or None when the source has no padding
     pos: Tensor  # long [], on kv's device
+    spare: Tensor | None = None  # kv's shape: see reorder
 
     @property
     def max_len(self) -> int:
@@ -91,13 +100,20 @@ class KVCache:
         """bool [T, max_len]: the query at position p sees slots 0 .. p (causal, and nothing stale)."""
         return torch.arange(self.max_len, device=positions.device) <= positions[:, None]
 
-    def reorder(self, index: Tensor) -> None:
-        """Beam search: sequence i takes the self-attention history of sequence index[i], in place.
+    def reorder(self, index: Tensor, in_place: bool = False) -> None:
+        """Beam search: sequence i takes the self-attention history of sequence index[i].
 
-        One layer at a time, so the temporary copy is a layer's, not the whole cache's. `index` only
-        permutes sequences among the copies of one source, so the cross-attention keys, values and
-        mask, shared by those copies, stay as they are.
+        One gather of the whole buffer into a spare one, which becomes `kv` (the old one the next spare): the cache
+        is read and written once. in_place (a captured CUDA graph, which must keep kv's address): a gather and a copy
+        back, one layer at a time, so the temporary is a layer's, not the whole cache's. `index` only permutes
+        sequences among the copies of one source, so the cross-attention keys, values and mask, shared by those
+        copies, stay as they are.
         """
+        if not in_place:
+            self.spare = torch.empty_like(self.kv) if self.spare is None else self.spare
+            torch.index_select(self.kv, 2, index, out=self.spare)
+            self.kv, self.spare = self.spare, self.kv
+            return
         for layer in self.kv:  # [2, N, H, max_len, Dh]
             if layer.size(-1) * layer.element_size() % 8 == 0:
                 layer = layer.view(torch.int64)  # a bitwise view: a gather moves 4x fewer, wider bf16 elements
@@ -270,6 +286,23 @@ class BartModel(BartPreTrainedModel):
         return self.decoder(decoder_input_ids, memory, attention_mask, sparse_grad=sparse_grad)
 
 
+class DerivedWeight:
+    """A copy of a weight in another layout, kept beside a module with the `key` of the weight it was made from. Not
+    copied with the module (copy.deepcopy, pickle): it is remade on use, and a oneDNN tensor cannot be copied."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def set(self, key, value: Tensor) -> None:
+        self.key, self.value = key, value
+
+    def __deepcopy__(self, memo) -> "DerivedWeight":
+        return DerivedWeight()
+
+    def __reduce__(self):
+        return DerivedWeight, ()
+
+
 class BartForConditionalGeneration(BartPreTrainedModel):
     """BART with its LM head: logits = h W_emb^T + final_logits_bias, W_emb tied to the token embedding."""
 
@@ -284,7 +317,7 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         self.init_weights()
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.shared.weight
-        self._decoding_head = None  # (key, weight): see decoding_head
+        self._decoding_head = DerivedWeight()  # see decoding_head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, labels: Tensor | None = None,
@@ -317,21 +350,32 @@ class BartForConditionalGeneration(BartPreTrainedModel):
     def logits(self, hidden: Tensor, weight: Tensor | None = None) -> Tensor:
         """hidden [..., D] -> logits [..., V] through the LM head, or through `weight`, its decoding_head."""
         weight = self.lm_head.weight if weight is None else weight
-        return F.linear(hidden, weight)[..., :self.config.vocab_size] + self.final_logits_bias
+        if weight.is_mkldnn:  # decoding_head's oneDNN layout, in the weight's dtype (as autocast would cast)
+            logits = linear_packed(hidden, weight)
+        else:
+            logits = F.linear(hidden, weight)[..., :self.config.vocab_size]
+        return plus_bias(logits, self.final_logits_bias)
 
     def decoding_head(self, dtype: torch.dtype) -> Tensor:
-        """The LM head's weight as decoding reads it, in `dtype`, with decoding_rows rows (zero rows past V, whose
-        logits `logits` drops). On CUDA the odd 50,265 rows of BART misalign the logits and cuBLAS falls back to a
-        slow kernel; with 50,304 rows the decode step's LM-head GEMM is 5x faster on an H100. A copy is made once per
-        weight version (an in-place update makes a new one), not per step."""
+        """The LM head's weight as decoding reads it, in `dtype`. It is half of what a decode step reads, so its
+        layout is the one the device's fastest kernel wants:
+        - on CUDA, decoding_rows rows (zero rows past V, whose logits `logits` drops): the odd 50,265 rows of BART
+          misalign the logits and cuBLAS falls back to a slow kernel; with 50,304 rows the decode step's LM-head GEMM
+          is 5x faster on an H100;
+        - on CPU, oneDNN's blocked layout (what torch.compile's weight prepacking uses): F.linear's BLAS call reads
+          the MiniLM BART's 30,522 x 384 head at about 9 GB/s on one thread, oneDNN's kernel on the packed weight
+          1.5-3x faster for 1-32 rows (experiments/bench_decode_step.py), in the same precision.
+        A copy is made once per weight version (an in-place update makes a new one), not per step."""
         weight = self.lm_head.weight
         rows = decoding_rows(weight.size(0), weight.device)
-        if rows == weight.size(0) and dtype == weight.dtype:
+        packed = onednn_packs(weight.device, dtype)
+        if rows == weight.size(0) and dtype == weight.dtype and not packed:
             return weight
         key = (dtype, rows, weight.device, weight.data_ptr(), weight._version)
-        if self._decoding_head is None or self._decoding_head[0] != key:
-            self._decoding_head = key, F.pad(weight.detach().to(dtype), (0, 0, 0, rows - weight.size(0)))
-        return self._decoding_head[1]
+        if self._decoding_head.key != key:
+            head = F.pad(weight.detach().to(dtype), (0, 0, 0, rows - weight.size(0)))
+            self._decoding_head.set(key, pack(head) if packed else head)
+        return self._decoding_head.value
 
     # the pieces generation uses: encode once, then decode step by step with a cache
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -343,7 +387,10 @@ class BartForConditionalGeneration(BartPreTrainedModel):
 
     def decode(self, decoder_input_ids: Tensor, cache: KVCache) -> Tensor:
         """The next T ids after cache.pos [B, T] -> logits [B, T, V]; the cache advances by T."""
-        return self.logits(self.model.decoder(decoder_input_ids, cache=cache), self.decoding_head(cache.kv.dtype))
+        hidden = self.model.decoder(decoder_input_ids, cache=cache)
+        if type(self.lm_head) is not nn.Linear:  # e.g. quantized: the module as it is, not our layout of its weight
+            return plus_bias(self.lm_head(hidden), self.final_logits_bias)
+        return self.logits(hidden, self.decoding_head(cache.kv.dtype))
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, settings=None, **kwargs) -> Tensor:
         """See minibart.generation.generate; `settings`: a minibart.generation.Settings (resolve_settings) instead

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
-from minibart.generation import check_generation_args, generate
+from minibart.generation import GREEDY_TEMPERATURE, check_generation_args, generate
 from minicore.errors import UserError
 from minicore.validation import InvalidValue
 
@@ -274,7 +274,6 @@ def test_samples_stay_in_the_top_k_top_p_support(models, top_k, top_p, temperatu
     (dict(do_sample=True, temperature=math.inf), "temperature"),
     (dict(do_sample=True, temperature=math.nan), "temperature"), (dict(do_sample=True, top_p=math.nan), "top_p"),
     (dict(do_sample="yes"), "do_sample"), (dict(num_beams=2.0), "num_beams"), (dict(top_k=True), "top_k"),
-    (dict(do_sample=True, num_beams=2, temperature=1e-40), "temperature"),
     (dict(max_length=CONFIG["max_position_embeddings"] + 2), "max_length"),
     (dict(max_new_tokens=CONFIG["max_position_embeddings"] + 1), "max_new_tokens"),
     (dict(decoder_start_token_id=-1), "decoder_start_token_id")])
@@ -314,14 +313,32 @@ def test_bad_inputs_name_the_input(models, ids, mask, message):
         models[1].generate(ids, mask, max_length=5)
 
 
-@pytest.mark.parametrize("temperature", [1e-20, 1e-31, 1e-40, 1e-300])
-def test_sampling_at_a_tiny_temperature_is_greedy(models, temperature):
-    """The limit of sampling as the temperature tends to 0 is greedy decoding, also where scores / temperature
-    would overflow float32 (below 1e-38 and where the temperature itself rounds to 0 in float32)."""
+@pytest.mark.parametrize("temperature", [GREEDY_TEMPERATURE / 2, 1e-10, 1e-31, 1e-40, 1e-300])
+def test_sampling_below_the_greedy_temperature_is_greedy(models, temperature):
+    """The limit of sampling as the temperature tends to 0 is greedy decoding, and that of beam sampling beam search:
+    below GREEDY_TEMPERATURE, also where scores / temperature would overflow float32 and the temperature itself
+    rounds to 0 in float32 (at 1e-10 beam sampling returned only the start token)."""
     ids, mask = batch()
     greedy = models[1].generate(ids, mask, max_length=12)
+    beams = models[1].generate(ids, mask, max_length=12, num_beams=3, num_return_sequences=3)
     torch.manual_seed(0)
     assert torch.equal(models[1].generate(ids, mask, do_sample=True, temperature=temperature, max_length=12), greedy)
+    assert torch.equal(models[1].generate(ids, mask, do_sample=True, temperature=temperature, max_length=12,
+                                          num_beams=3, num_return_sequences=3), beams)
+
+
+@pytest.mark.parametrize("temperature", [GREEDY_TEMPERATURE, 1e-3, 1e-2])
+def test_beam_sampling_at_a_low_temperature_draws_no_impossible_continuation(models, temperature):
+    """Where softmax(scores / T) holds a probability for fewer than 2 x num_beams continuations, the candidates
+    beyond them are the best of the rest (the limit of sampling without replacement), not any of probability 0:
+    at these temperatures the tiny model's scores have no near-ties, so beam sampling returns beam search's
+    sequences (before, some were banned tokens or empty)."""
+    ids, mask = batch()
+    beams = models[1].generate(ids, mask, max_length=12, num_beams=3, num_return_sequences=3)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        assert torch.equal(models[1].generate(ids, mask, do_sample=True, temperature=temperature, max_length=12,
+                                              num_beams=3, num_return_sequences=3), beams)
 
 
 def test_generation_args_are_checked_without_a_model():
@@ -338,3 +355,19 @@ def test_generation_args_are_checked_without_a_model():
         check_generation_args(BartConfig(**CONFIG), max_length=1024)
     with pytest.raises(InvalidValue, match=r"\(num_return_sequences, from the model config, 3\): use at most "):
         check_generation_args(BartConfig(**CONFIG, num_beams=3, num_return_sequences=3), num_beams=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cache_reorder_through_the_spare_buffer_equals_in_place(dtype):
+    """KVCache.reorder gives the same cache through its spare buffer (eager) as in place (a CUDA graph's), twice in a
+    row (the second gathers into the first's old buffer): sequence i holds sequence index[i]'s history."""
+    from minibart.model import KVCache
+
+    kv = torch.randn(2, 2, 6, 3, 5, 4).to(dtype)  # [layers, k/v, N, H, max_len, Dh]
+    caches = [KVCache(kv.clone(), [], [], None, torch.zeros((), dtype=torch.long)) for _ in range(2)]
+    want = kv
+    for index in (torch.tensor([0, 0, 1, 3, 3, 5]), torch.tensor([1, 0, 0, 5, 4, 3])):
+        caches[0].reorder(index, in_place=True)
+        caches[1].reorder(index)
+        want = want[:, :, index]
+        assert torch.equal(caches[0].kv, want) and torch.equal(caches[1].kv, want)

@@ -122,16 +122,22 @@ def test_return_loss_needs_labels(bart_pair):
 
 
 def test_decoding_head_is_made_once_per_weight_version():
-    """In a dtype other than the weight's, the decoding head is a copy, reused while the weight is unchanged and
-    made again after an in-place update; in the weight's own dtype on CPU it is the weight itself."""
+    """The decoding head is a copy (on CPU in oneDNN's layout, for fp32 and bf16), reused while the weight is
+    unchanged and made again after an in-place update, whose logits are the LM head's in its dtype; in a dtype
+    oneDNN does not pack (float64) on CPU it is the weight itself."""
     model = BartForConditionalGeneration(BartConfig(**CONFIG))
-    assert model.decoding_head(torch.float32) is model.lm_head.weight
-    first = model.decoding_head(torch.bfloat16)
-    assert first.dtype == torch.bfloat16 and model.decoding_head(torch.bfloat16) is first
-    with torch.no_grad():
-        model.lm_head.weight.add_(1.0)
-    second = model.decoding_head(torch.bfloat16)
-    assert second is not first and torch.equal(second, model.lm_head.weight.to(torch.bfloat16))
+    hidden = torch.randn(3, 2, CONFIG["d_model"])
+    for dtype in (torch.float32, torch.bfloat16):
+        first = model.decoding_head(dtype)
+        assert model.decoding_head(dtype) is first
+        with torch.no_grad():
+            model.lm_head.weight.add_(1.0)
+        second = model.decoding_head(dtype)
+        assert second is not first
+        want = F.linear(hidden.to(dtype), model.lm_head.weight.to(dtype)) + model.final_logits_bias
+        torch.testing.assert_close(model.logits(hidden, second), want)
+    model.double()
+    assert model.decoding_head(torch.float64) is model.lm_head.weight
 
 
 def test_the_tied_embedding_gradient_is_summed_without_weight_sized_temporaries():
