@@ -110,7 +110,9 @@ def test_windows_at_their_limits(tiny_bert_dir, tmp_path, capsys, at, past, stat
     (["--eval-every", STEPS], [6, 12]),  # an epoch's steps: at each epoch's end, once
     (["--eval-every", 2 * STEPS], [6, 12]),  # the run's steps
     (["--eval-every", 4], [4, 6, 8, 12]),
-    (["--eval-every", 5, "--max-steps", 8], [5, 6, 8]),  # where --max-steps stops, once
+    (["--eval-every", 5, "--max-steps", 8], [6, 8]),  # step 5 is within half an interval of the epoch's end (6),
+    # whose evaluation stands for it; then where --max-steps stops, once
+    (["--eval-every", 3, "--max-steps", 8], [3, 6, 8]),  # 3 is a full half-interval before 6: kept
 ])
 def test_evaluations_fall_on_multiples_of_eval_every(tiny_bert_dir, cola, tmp_path, flags, validations):
     """Validation every --eval-every steps, at each epoch's end and where training stops, never twice at a step."""
