@@ -510,3 +510,40 @@ def test_null_threshold_must_be_a_number(qa_dir, capsys):
             run(main, ["squad", "--model", str(qa_dir), "--null-threshold", value])
         assert e.value.code == 2 and f"argument --null-threshold: expected a finite number, got '{value}'" in \
             capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weights,atol", [("bf16", 0.02), ("int8", 0.05)])
+def test_reduced_precision_weights_stay_close_to_fp32(tmp_path, tiny_bert_dir, bart_dir, capsys, weights, atol):
+    """--weights bf16 / int8: the probabilities within the weights' rounding of fp32's (bf16 keeps 8 bits of
+    mantissa, int8 one scale per output row), and paraphrases are still produced for every source. (A head of
+    ordinary scale: cls_dir's is built to amplify the pooled states' small differences, and their rounding too.)"""
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 1.0)
+    folder = saved(model, tmp_path / "cls", tiny_bert_dir)
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
+    argv = ["cola", "--model", str(folder), "--input", str(tmp_path / "in.txt"), "--device", "cpu"]
+    want = torch.tensor([list(o["probabilities"].values()) for o in predict(argv, capsys)])
+    got = torch.tensor([list(o["probabilities"].values()) for o in predict([*argv, "--weights", weights], capsys)])
+    assert 0 < (got - want).abs().max() < atol  # changed (reduced weights did run), but only by their rounding
+    para = predict(["paraphrase", "--model", str(bart_dir), "--input", str(tmp_path / "in.txt"), "--weights",
+                    weights, "--max-target-length", "6", "--num-beams", "2"], capsys)
+    assert len(para) == len(SENTENCES) and all(len(o["paraphrases"]) == 1 for o in para)
+
+
+def test_int8_weights_need_the_cpu_and_a_tokenizer_must_fit_the_model(tmp_path, cls_dir, capsys, monkeypatch):
+    """int8 dynamic quantization runs on the CPU alone; a tokenizer larger than the model's vocabulary would fail
+    at its first extra token: both refused before anything is read or written."""
+    if torch.cuda.is_available():
+        err = fails(["cola", "--model", str(cls_dir), "--weights", "int8", "--device", "cuda"], capsys, monkeypatch,
+                    stdin="Yes.\n")
+        assert "int8 weights run on the CPU only (--weights, 'int8')" in err
+    small = tmp_path / "small"
+    shutil.copytree(cls_dir, small)
+    config = json.loads((small / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps({**config, "vocab_size": 100}))
+    err = fails(["cola", "--model", str(small), "--output", str(tmp_path / "out")], capsys, monkeypatch,
+                stdin="Yes.\n")
+    assert "the tokenizer has 30522 tokens, more than the model's vocabulary (vocab_size 100)" in err
+    assert not (tmp_path / "out").exists()
