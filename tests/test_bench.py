@@ -1,4 +1,4 @@
-"""bench.py smoke tests: tiny shapes on CPU, a well-formed table and JSON.
+"""bench.py and experiments/bench_growth.py smoke tests: tiny shapes on CPU, well-formed tables, JSON and plot.
 
 Speed itself is never asserted here (that is bench.py's job, on a quiet machine); what is asserted is
 that each workload ran both models, that they computed the same thing, and that the report is whole.
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import bench
+from experiments import bench_growth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,3 +126,22 @@ def test_minilm_rows_compare_the_same_weights():
         else:
             assert float(case.check.split()[-1]) < (2e-2 if name == "bart_train" else 1e-4), (name, case.check)
 
+
+def test_sweep_writes_every_axis_and_a_plot(tmp_path):
+    """The growth sweep writes a markdown table with a row per axis value of each workload, numbers for time and
+    memory, the step costs for generation, a JSON record and a PNG plot."""
+    rows = bench_growth.main(["--out", str(tmp_path), "--quick", "--seq-len", "16", "--batch", "1,2", "--beams", "2",
+                              "--new-tokens", "4", "--repeats", "1", "--warmup", "0"])
+    seen = {(r["kind"], r["axis"], r["value"]) for r in rows}
+    assert seen == {(k, a, v) for k, axes in bench_growth.AXES.items() for a in axes
+                    for v in {"seq_len": [16], "batch": [1, 2], "beams": [2], "new_tokens": [4]}[a]}
+    for r in rows:
+        assert r["ours_ms"] > 0 and r["hf_ms"] > 0 and r["ours_mib"] > 0 and r["hf_mib"] > 0
+        if r["kind"] == "generate":
+            assert r["matmul_step_ms"] > 0 and r["ours_step_ms"] > 0 and r["check"] == "same tokens"
+    md = (tmp_path / "growth.md").read_text()
+    for kind, axes in bench_growth.AXES.items():
+        assert f"### {kind} " in md and all(f"| {axis} |" in md for axis in axes)
+    assert "| matmuls ms/step |" in md
+    assert json.loads((tmp_path / "growth.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    assert (tmp_path / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
