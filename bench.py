@@ -2,12 +2,11 @@
 
 Both models get the same config and weights (HF's random model, or the MiniLM-L6 checkpoint and the 6+6-layer
 BART warm-started from it, saved by one side and loaded by the other), the same batches, dtype and device, in one
-process. Each repeat runs ours and
-HF back to back, the order alternating, after a warm-up; the table shows the median throughput,
-the ratio ours/HF (> 1: we are faster), the spread of the repeats, the peak tensor memory of one extra
-call of each (for training also with gradient checkpointing), and a check that both computed the same thing
-(max |ours - HF| of the eval outputs, or whether beam search returned the same tokens). On CPU, rows of ours
-with bf16 or int8 weights against HF in fp32 follow for beam search and inference (--ours-weights).
+process. Each repeat runs ours and HF back to back, the order alternating, after a warm-up; the table shows the
+median throughput, the ratio ours/HF (> 1: we are faster), the spread of the repeats, the peak tensor memory
+of one extra call of each (for training also with gradient checkpointing), and a check that both computed the
+same thing (max |ours - HF| of the eval outputs, or whether beam search returned the same tokens). On CPU, rows
+of ours with bf16 or int8 weights against HF in fp32 follow for beam search and inference (--ours-weights).
 
     python bench.py                         # every workload; CUDA + bf16 when present, else CPU + fp32
     python bench.py --device cpu --threads 1 --dtype bf16    # bf16 autocast on CPU, both models

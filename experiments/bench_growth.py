@@ -3,18 +3,19 @@
 Each axis is varied from a base point while the others stay there; every point is one of bench.py's workloads at
 that shape (same weights, same inputs, interleaved repeats, CPU time of one thread, peak tensor memory):
 
-    train     BERT QA training step (bench.bert_qa_train)          seq_len, batch      base: 8 x 128
-    infer     BERT classification inference (bench.bert_infer)     seq_len, batch      base: 8 x 128
-    generate  BART beam search (bench.bart_beam), 32-token sources  batch, beams, new_tokens   base: 4 x 4 beams, 32 new
+    train     BERT QA training step (bench.bert_qa_train)        seq_len, batch              base: 8 x 128
+    infer     BERT classification inference (bench.bert_infer)   seq_len, batch              base: 8 x 128
+    generate  BART beam search (bench.bart_beam), 32-token sources  batch, beams, new_tokens  base: 4 x 4 beams, 32 new
 
-For generation the table also gives the milliseconds per decoder step ((call - encoder) / new tokens, the encoder
-timed alone on the same sources) beside the bare matrix products of one step: the decoder's and the LM head's
-GEMMs and the attention products, on tensors of the step's shapes (the self-attention at the mean cache length),
-which is about what a step costs when nothing but the arithmetic and the weight reads remain.
+MiniLM-L6 weights (bench.SIZES["minilm"]), fp32. For generation the table also gives the milliseconds per decoder
+step ((call - encoder) / new tokens, with ours' encoder timed alone on the same sources and subtracted from both
+models' calls) beside the bare matrix products of one step: the decoder's and the LM head's GEMMs and the attention
+products, on tensors of the step's shapes (the self-attention at the mean cache length): about what a step would
+cost with nothing left but the arithmetic and the weight reads.
 
 Writes growth.md (the tables and the command), growth.json and growth.png (ours vs HF per axis) into --out.
 
-    python -m experiments.bench_growth --out results/bench/cpu-growth        # MiniLM-L6, every axis: ~20 min
+    python -m experiments.bench_growth --out results/bench/cpu-growth        # MiniLM-L6, every axis: ~15 min
     python -m experiments.bench_growth --out /tmp/growth --quick             # tiny random models: seconds
     python -m experiments.bench_growth --out /tmp/growth --seq-len 64,256 --batch 1,16 --beams 1,4 --new-tokens 16
 """
