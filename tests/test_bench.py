@@ -145,3 +145,22 @@ def test_sweep_writes_every_axis_and_a_plot(tmp_path):
     assert "| matmuls ms/step |" in md
     assert json.loads((tmp_path / "growth.json").read_text())["rows"] == json.loads(json.dumps(rows))
     assert (tmp_path / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpointing_peaks_switch_on_what_each_model_has():
+    """The memory with gradient checkpointing is measured after the model's own switch is on; a model without one
+    (here the HF side) reports None, which the table prints as n/a."""
+    class Switchable(torch.nn.Module):
+        on = False
+
+        def gradient_checkpointing_enable(self):
+            self.on = True
+    ours, seen = Switchable(), []
+
+    def step():
+        seen.append(ours.on)
+        return torch.ones(2**18).sum()  # 1 MiB
+    case = bench.Case("w", "shape", "samples/s", 1, step, step, "check", "note", (ours, torch.nn.Linear(2, 2)),
+                      training=True)
+    peaks = bench.checkpointing_peaks(case, torch.device("cpu"))
+    assert seen == [True] and peaks["hf"] is None and 1 <= peaks["ours"] < 1.1
