@@ -1,22 +1,23 @@
 """Side-by-side speed of minibert/minibart and Hugging Face transformers.
 
-Both models get the same config, the same random weights (HF's random model, saved and loaded with
-our from_pretrained), the same batches, dtype and device, in one process. Each repeat runs ours and
-HF back to back, the order alternating, after a warm-up; the table shows the median throughput,
-the ratio ours/HF (> 1: we are faster), the spread of the repeats, the peak memory of one extra
-call of each, and a check that both computed the same thing (max |ours - HF| of the eval outputs,
-or whether beam search returned the same tokens).
+Both models get the same config and weights (HF's random model, or the MiniLM-L6 checkpoint and the 6+6-layer
+BART warm-started from it, saved by one side and loaded by the other), the same batches, dtype and device, in one
+process. Each repeat runs ours and HF back to back, the order alternating, after a warm-up; the table shows the
+median throughput, the ratio ours/HF (> 1: we are faster), the spread of the repeats, the peak tensor memory
+of one extra call of each (for training also with gradient checkpointing), and a check that both computed the
+same thing (max |ours - HF| of the eval outputs, or whether beam search returned the same tokens). On CPU, rows
+of ours with bf16 or int8 weights against HF in fp32 follow for beam search and inference (--ours-weights).
 
     python bench.py                         # every workload; CUDA + bf16 when present, else CPU + fp32
+    python bench.py --device cpu --threads 1 --dtype bf16    # bf16 autocast on CPU, both models
     python bench.py --quick --threads 1     # tiny shapes, seconds: the CI smoke test
     python bench.py --workloads bert_qa_train,bert_infer --repeats 7 --json path/to/bench.json
 
-Shapes depend on the device (`SIZES`): the issue's on CUDA; base width but 2 layers and smaller
-batches on CPU; tiny with --quick. The table names the shape each row ran.
+Shapes (`SIZES`, --sizes): on CUDA base width at full-size batches; on CPU the MiniLM-L6 weights at the shapes
+the CPU recipes run, then base width with 2 layers; tiny with --quick. The table names the shape each row ran.
 """
 import argparse
 import contextlib
-import ctypes
 import gc
 import json
 import math
@@ -27,12 +28,14 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from data.cola import collate
 from minibart import BartForConditionalGeneration
@@ -42,6 +45,7 @@ from minibert import (
     BertForSequenceClassification,
     qa_loss,
 )
+from minicore.checkpoint import resolve
 from minicore.files import atomic_write
 from minitrain import distributed
 from minitrain.batching import batch_indices, to_device
@@ -54,13 +58,15 @@ from minitrain.optim import make_optimizer
 @dataclass
 class Sizes:
     name: str
-    bert: dict         # BertConfig fields
-    bart: dict         # BartConfig fields
+    bert: dict         # BertConfig fields (random weights), or overrides of the checkpoint's
+    bart: dict         # BartConfig fields (random weights), or overrides of the warm-started BART's
     qa: tuple          # batch, length
     cola: tuple        # batch, batches per call
     infer: tuple       # batch, padded length
     bart_train: tuple  # batch, source length, target length
     beam: tuple        # batch, beams, source length, new tokens
+    weights: str | None = None  # a BERT checkpoint (e.g. "minilm") both models load; None: HF's random weights
+    cola_pad: int | None = None  # both models' batches padded to this; None: ours to each batch's longest, HF to 64
 
 
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -78,7 +84,11 @@ SIZES = {
                         decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
                         max_position_embeddings=128),
                    qa=(2, 32), cola=(4, 2), infer=(4, 32), bart_train=(2, 16, 16), beam=(2, 2, 8, 8)),
+    # the CPU recipes' shapes: SQuAD 8 x 384, the CoLA tutorial's 32 x 64, paraphrase 16 x 64 -> 64
+    "minilm": Sizes("MiniLM-L6", {}, {}, qa=(8, 384), cola=(32, 2), infer=(16, 128), bart_train=(16, 64, 64),
+                    beam=(4, 4, 32, 32), weights="minilm", cola_pad=64),
 }
+DEFAULT_SIZES = {"cuda": ["cuda"], "cpu": ["minilm", "cpu"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +103,7 @@ class Env:
     cuda_graph: bool  # our generate replays its decoder step as a CUDA graph (its default on CUDA)
     sizes: Sizes
     ddp: bool = False  # training workloads call both models through DistributedDataParallel (a process group exists)
+    ours_weights: str = "fp32"  # inference workloads: ours with "bf16" or "int8" weights (see reduced_weights)
 
     def autocast(self):
         if self.dtype == "bf16":
@@ -111,6 +122,8 @@ class Case:
     hf: Callable[[], object]
     check: str   # how closely ours and HF agree, measured before timing
     note: str
+    models: tuple = ()  # (ours, HF)
+    training: bool = False  # a training step: its peak memory is measured with gradient checkpointing too
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
@@ -130,17 +143,12 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float 
     return time.perf_counter() - t, time.process_time() - c
 
 
-def _status_kib(name: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(name + ":"))
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak tensor memory of one call above what was allocated before it (weights, optimizer state, inputs).
 
-
-def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float | None:
-    """Peak memory of one call above what was allocated before it (weights, optimizer state).
-
-    CUDA: torch.cuda.max_memory_allocated. CPU (Linux): growth of the peak resident set size after
-    handing free heap pages back to the OS and resetting the peak; approximate (allocator caching,
-    other threads). None where that is not possible.
+    CUDA: torch.cuda.max_memory_allocated. CPU: the profiler's record of every tensor allocation and free
+    during the call (profile_memory), the largest sum of live bytes: the same quantity, without the allocator's
+    caching, which the resident set size would count (and torch keeps no CPU allocator statistics).
     """
     gc.collect()
     if device.type == "cuda":
@@ -150,15 +158,75 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float | N
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return max_live_bytes(allocations(fn, device)) / 2**20
+
+
+def allocations(fn: Callable[[], object], device: torch.device) -> list[tuple[int, int, int]]:
+    """Run fn once under the profiler -> [(time ns, bytes (+ allocated, - freed), address)] on `device`, in time
+    order."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with quiet_stderr():  # the profiler logs its start and stop there
+        prof.start()
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        base = _status_kib("VmRSS")
         fn()
-        return (_status_kib("VmHWM") - base) / 1024
-    except (OSError, StopIteration):
-        return None
+    finally:
+        with quiet_stderr():
+            prof.stop()
+    events, todo = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while todo:
+        e = todo.pop()
+        if e.typed[0] == _EventType.Allocation and e.typed[1].device.type == device.type:
+            events.append((e.start_time_ns, e.typed[1].alloc_size, e.typed[1].ptr))
+        todo.extend(e.children)
+    return sorted(events)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 to /dev/null for the block (C++ code writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def max_live_bytes(events: list[tuple[int, int, int]]) -> int:
+    """The largest sum of live bytes of the tensors allocated during the events (frees of older ones are skipped)."""
+    live, total, best = set(), 0, 0
+    for _, size, ptr in events:
+        if size > 0:
+            live.add(ptr)
+        elif ptr in live:
+            live.remove(ptr)
+        else:
+            continue
+        total += size
+        best = max(best, total)
+    return best
+
+
+def checkpointing_peaks(case: Case, device: torch.device) -> dict:
+    """Peak memory of one more call of each training step with gradient checkpointing on (ours:
+    gradient_checkpointing_enable where the model has it, else None; transformers: activation_checkpointing_enable,
+    gradient_checkpointing_enable before 5.x). Last: it stays on."""
+    peaks = {}
+    for who, model in zip(("ours", "hf"), case.models):
+        names = ["gradient_checkpointing_enable"] if who == "ours" else ["activation_checkpointing_enable",
+                                                                          "gradient_checkpointing_enable"]
+        enable = next((getattr(model, n) for n in names if hasattr(model, n)), None)
+        if enable is None:
+            peaks[who] = None
+            continue
+        enable()
+        peaks[who] = peak_memory_mib(getattr(case, who), device)
+    return peaks
 
 
 def measure(case: Case, env: Env, repeats: int, warmup: int) -> dict:
@@ -172,13 +240,15 @@ def measure(case: Case, env: Env, repeats: int, warmup: int) -> dict:
             wall[who].append(w)
             cpu[who].append(c)
     mem = {who: peak_memory_mib(getattr(case, who), env.device) for who in ("ours", "hf")}
+    ckpt = checkpointing_peaks(case, env.device) if case.training and not env.compile else {"ours": None, "hf": None}
     rate = {who: case.n / statistics.median(t) for who, t in wall.items()}
     spread = max((max(t) - min(t)) / statistics.median(t) for t in wall.values())
     cpu_ratio = None if env.device.type == "cuda" else statistics.median(cpu["hf"]) / statistics.median(cpu["ours"])
     return dict(workload=case.workload, shape=case.shape, unit=case.unit, ours=rate["ours"], hf=rate["hf"],
                 ratio=rate["ours"] / rate["hf"], spread=spread, cpu_time_ratio=cpu_ratio, ours_mem_mib=mem["ours"],
-                hf_mem_mib=mem["hf"], check=case.check, note=case.note, ours_s=wall["ours"], hf_s=wall["hf"],
-                ours_cpu_s=cpu["ours"], hf_cpu_s=cpu["hf"])
+                hf_mem_mib=mem["hf"], training=case.training, ours_ckpt_mem_mib=ckpt["ours"],
+                hf_ckpt_mem_mib=ckpt["hf"], ours_weights=env.ours_weights, check=case.check, note=case.note,
+                ours_s=wall["ours"], hf_s=wall["hf"], ours_cpu_s=cpu["ours"], hf_cpu_s=cpu["hf"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +276,18 @@ def no_grad(env: Env, fn: Callable[[], object]) -> Callable[[], object]:
         with torch.inference_mode(), env.autocast():
             return fn()
     return call
+
+
+def reduced_weights(model: nn.Module, kind: str) -> nn.Module:
+    """Ours for inference with "bf16" weights (a cast) or "int8" ones (dynamic quantization of every nn.Linear:
+    int8 weights, activations quantized per call); "fp32": unchanged. Raises where the model cannot run so."""
+    if kind == "bf16":
+        return model.to(torch.bfloat16)
+    if kind == "int8":
+        with warnings.catch_warnings():  # torch.ao's deprecation notices: still the way to quantize nn.Linear
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    return model
 
 
 def hf_twin(ours_cls, hf_model, env: Env):
@@ -247,15 +329,22 @@ def wrapped(model, env: Env, ours: bool = True):
 # ---------------------------------------------------------------------------------------------
 
 def bert_pair(ours_cls, env: Env, **overrides):
+    """-> (ours, HF): `ours_cls` and its transformers twin, with HF's random weights or the checkpoint's (the task
+    head random: both get HF's)."""
     import transformers
+    hf_cls = getattr(transformers, ours_cls.__name__)
+    if env.sizes.weights:
+        hf = hf_cls.from_pretrained(resolve(env.sizes.weights), attn_implementation="sdpa", dtype=torch.float32,
+                                    **{**env.sizes.bert, **overrides})
+        return hf_twin(ours_cls, hf, env)
     cfg = BertConfig(**{**env.sizes.bert, **overrides})
     hf_cfg = transformers.BertConfig(**cfg.to_hf_dict(), attn_implementation="sdpa")
-    return hf_twin(ours_cls, getattr(transformers, ours_cls.__name__)(hf_cfg), env)
+    return hf_twin(ours_cls, hf_cls(hf_cfg), env)
 
 
-def bert_shape(env: Env) -> str:
-    c = env.sizes.bert
-    return f"BERT {env.sizes.name} ({c['num_hidden_layers']}L {c['hidden_size']}H)"
+def bert_shape(env: Env, model) -> str:
+    c = model.config
+    return f"BERT {env.sizes.name} ({c.num_hidden_layers}L {c.hidden_size}H)"
 
 
 def bert_qa_train(env: Env) -> Case:
@@ -276,12 +365,12 @@ def bert_qa_train(env: Env) -> Case:
 
     check = eval_check(ours, hf, env, diff)
     ours_c, hf_c = wrapped(ours, env), wrapped(hf, env, ours=False)
-    return Case("bert_qa_train", f"{bert_shape(env)}, {B}x{L}", "samples/s", B,
+    return Case("bert_qa_train", f"{bert_shape(env, ours)}, {B}x{L}", "samples/s", B,
                 train_step(ours, env, lambda: qa_loss(*ours_c(ids, None, types), start, end)),
                 train_step(hf, env, lambda: hf_c(input_ids=ids, attention_mask=ones, token_type_ids=types,
                                                  start_positions=start, end_positions=end).loss),
                 check, "fwd+bwd+clip+AdamW on full-length features: ours gets attention_mask=None (as "
-                       "data/squad.py collates an unpadded batch), HF a mask of ones")
+                       "data/squad.py collates an unpadded batch), HF a mask of ones", (ours, hf), training=True)
 
 
 def cola_lengths(gen: torch.Generator, n: int) -> list[int]:
@@ -296,7 +385,8 @@ def cola_lengths(gen: torch.Generator, n: int) -> list[int]:
 
 def cola_train(env: Env) -> Case:
     """Ours: the batches train_cola.py builds by default (random order, padded to each batch's
-    longest by data.cola.collate). HF: McCormick's tutorial, the same batches padded to 64."""
+    longest by data.cola.collate). HF: McCormick's tutorial, the same batches padded to 64.
+    With sizes.cola_pad both get the tutorial's batches (the same work)."""
     B, n_batches = env.sizes.cola
     ours, hf = bert_pair(BertForSequenceClassification, env, num_labels=2)
     gen = torch.Generator().manual_seed(0)
@@ -310,7 +400,7 @@ def cola_train(env: Env) -> Case:
         return [to_device(collate([sents[i] for i in idx], [labels[i] for i in idx], 0, pad_to), env.device)
                 for idx in order]
 
-    ours_batches, hf_batches = batches(None), batches(64)
+    ours_batches, hf_batches = batches(env.sizes.cola_pad), batches(env.sizes.cola_pad or 64)
     ids, mask = hf_batches[0]["input_ids"], hf_batches[0]["attention_mask"]
     check = eval_check(ours, hf, env, lambda: max_abs_diff(ours(ids, mask),
                                                            hf(input_ids=ids, attention_mask=mask).logits))
@@ -321,12 +411,13 @@ def cola_train(env: Env) -> Case:
         return lambda: [step() for step in steps]
 
     width = statistics.mean(b["input_ids"].size(1) for b in ours_batches)
-    return Case("cola_train", f"{bert_shape(env)}, {n_batches} batches of {B}", "samples/s", n,
+    padding = (f"both pad to {env.sizes.cola_pad}" if env.sizes.cola_pad else
+               f"ours pads each batch to its longest (mean width {width:.1f}), HF pads to 64")
+    return Case("cola_train", f"{bert_shape(env, ours)}, {n_batches} batches of {B}x{width:.0f}", "samples/s", n,
                 epoch(ours, ours_batches, lambda b: F.cross_entropy(ours_c(b["input_ids"], b["attention_mask"]),
                                                                     b["labels"])),
                 epoch(hf, hf_batches, lambda b: hf_c(**b).loss), check,
-                f"{sum(map(len, sents)) / n:.1f} tokens per sentence; ours pads each batch to its longest "
-                f"(mean width {width:.1f}), HF pads to 64")
+                f"{sum(map(len, sents)) / n:.1f} tokens per sentence; {padding}", (ours, hf), training=True)
 
 
 def bert_infer(env: Env) -> Case:
@@ -337,11 +428,13 @@ def bert_infer(env: Env) -> Case:
     b = to_device(collate([random_ids(gen, (k,), ours.config.vocab_size).tolist() for k in lengths], [0] * B, 0, L),
                   env.device)
     ids, mask = b["input_ids"], b["attention_mask"]
+    ours.eval(), hf.eval()
+    ours = reduced_weights(ours, env.ours_weights)
     check = eval_check(ours, hf, env, lambda: max_abs_diff(ours(ids, mask),
                                                            hf(input_ids=ids, attention_mask=mask).logits))
     ours.eval(), hf.eval()
     ours_c = torch.compile(ours) if env.compile else ours
-    return Case("bert_infer", f"{bert_shape(env)}, {B}x{L} padded", "samples/s", B,
+    return Case("bert_infer", f"{bert_shape(env, ours)}, {B}x{L} padded", "samples/s", B,
                 no_grad(env, lambda: ours_c(ids, mask)), no_grad(env, lambda: hf(input_ids=ids, attention_mask=mask)),
                 check, f"classification logits in inference mode; real lengths uniform in {L // 4}..{L}")
 
@@ -351,14 +444,27 @@ def bert_infer(env: Env) -> Case:
 # ---------------------------------------------------------------------------------------------
 
 def bart_pair(env: Env):
+    """-> (ours, HF): BART with HF's random weights, or warm-started from the checkpoint (ours, then saved and
+    loaded by HF)."""
     import transformers
+    hf_cls = transformers.BartForConditionalGeneration
+    if env.sizes.weights:
+        ours = BartForConditionalGeneration.from_bert(env.sizes.weights)
+        with tempfile.TemporaryDirectory() as folder:
+            ours.save_pretrained(folder)
+            hf = hf_cls.from_pretrained(folder, attn_implementation="sdpa", dtype=torch.float32, **env.sizes.bart)
+        return ours.to(env.device), hf.to(env.device)
     hf_cfg = transformers.BartConfig(**env.sizes.bart, attn_implementation="sdpa")
-    return hf_twin(BartForConditionalGeneration, transformers.BartForConditionalGeneration(hf_cfg), env)
+    return hf_twin(BartForConditionalGeneration, hf_cls(hf_cfg), env)
 
 
-def bart_shape(env: Env) -> str:
-    c = env.sizes.bart
-    return f"BART {env.sizes.name} ({c['encoder_layers']}+{c['decoder_layers']}L {c['d_model']}H)"
+WARM_START_EPS = ("; the BART warm-started from BERT has BERT's LayerNorm eps 1e-12, which transformers' BART cannot "
+                  "take (it has 1e-5 fixed): hence the max diff")
+
+
+def bart_shape(env: Env, model) -> str:
+    c = model.config
+    return f"BART {env.sizes.name} ({c.encoder_layers}+{c.decoder_layers}L {c.d_model}H)"
 
 
 def bart_train(env: Env) -> Case:
@@ -372,16 +478,18 @@ def bart_train(env: Env) -> Case:
     check = eval_check(ours, hf, env, lambda: max_abs_diff(
         ours(src, labels=labels), hf(input_ids=src, attention_mask=ones, labels=labels).logits))
     ours_c, hf_c = wrapped(ours, env), wrapped(hf, env, ours=False)
-    return Case("bart_train", f"{bart_shape(env)}, {B}x{S}->{T}", "samples/s", B,
+    return Case("bart_train", f"{bart_shape(env, ours)}, {B}x{S}->{T}", "samples/s", B,
                 train_step(ours, env, lambda: ours_c(src, labels=labels, return_loss=True)),
                 train_step(hf, env, lambda: hf_c(input_ids=src, attention_mask=ones, labels=labels).loss),
-                check, "fwd+bwd+clip+AdamW, teacher forcing; nothing padded: ours gets no mask, HF a mask of ones")
+                check, "fwd+bwd+clip+AdamW, teacher forcing; nothing padded: ours gets no mask, HF a mask of ones"
+                + WARM_START_EPS * bool(env.sizes.weights), (ours, hf), training=True)
 
 
 def bart_beam(env: Env) -> Case:
     B, beams, S, new = env.sizes.beam
     ours, hf = bart_pair(env)
     ours.eval(), hf.eval()
+    ours = reduced_weights(ours, env.ours_weights)
     gen = torch.Generator().manual_seed(0)
     src = random_ids(gen, (B, S), ours.config.vocab_size)
     ones = torch.ones(B, S, dtype=torch.long)
@@ -395,8 +503,9 @@ def bart_beam(env: Env) -> Case:
         check = f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
     else:
         check = "same tokens" if bool((a == b).all()) else f"{(a != b).float().mean().item():.0%} tokens differ"
-    return Case("bart_beam", f"{bart_shape(env)}, {B}x{S}, {beams} beams, {new} new", "sequences/s", B,
-                run_ours, run_hf, check, f"min_length = max_length forces all {new} new tokens; both use a KV cache")
+    return Case("bart_beam", f"{bart_shape(env, ours)}, {B}x{S}, {beams} beams, {new} new", "sequences/s", B,
+                run_ours, run_hf, check, f"min_length = max_length forces all {new} new tokens; both use a KV cache",
+                (ours, hf))
 
 
 WORKLOADS = {"bert_qa_train": bert_qa_train, "cola_train": cola_train, "bart_train": bart_train,
@@ -417,29 +526,43 @@ def device_name(device: torch.device) -> str:
             f"load average {os.getloadavg()[0]:.1f} at start")
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], skipped: list[str]) -> str:
     def mib(x):
-        return "n/a" if x is None else f"{x:.0f}"
+        return "n/a" if x is None else f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+    def ckpt(r, who):
+        return mib(r[f"{who}_ckpt_mem_mib"]) if r["training"] else "-"
     cpu = any(r["cpu_time_ratio"] is not None for r in rows)
-    head = ["workload", "shape", "unit", "ours", "HF", "ours/HF", "spread", *(["by CPU time"] if cpu else []),
-            "ours MiB", "HF MiB", "check"]
-    body = [[r["workload"], r["shape"], r["unit"], f"{r['ours']:.2f}", f"{r['hf']:.2f}", f"{r['ratio']:.2f}x",
-             f"{r['spread']:.0%}", *([f"{r['cpu_time_ratio']:.2f}x"] if cpu else []), mib(r["ours_mem_mib"]),
-             mib(r["hf_mem_mib"]), r["check"]] for r in rows]
+    head = ["workload", "shape", "unit", "ours weights", "ours", "HF", "ours/HF", "spread",
+            *(["by CPU time"] if cpu else []), "ours MiB", "HF MiB", "ours ckpt MiB", "HF ckpt MiB", "check"]
+    body = [[r["workload"], r["shape"], r["unit"], r["ours_weights"], f"{r['ours']:.2f}", f"{r['hf']:.2f}",
+             f"{r['ratio']:.2f}x", f"{r['spread']:.0%}", *([f"{r['cpu_time_ratio']:.2f}x"] if cpu else []),
+             mib(r["ours_mem_mib"]), mib(r["hf_mem_mib"]), ckpt(r, "ours"), ckpt(r, "hf"), r["check"]] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"- {r['workload']}: {r['note']}" for r in rows]
+    lines += [f"- {r['workload']}: {r['note']}" for r in rows if r["ours_weights"] == "fp32"]
+    lines += [f"- not measured: {s}" for s in skipped]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], help="bf16 = autocast; default bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {','.join(WORKLOADS)}")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls of each model; the median is reported")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls of each model first")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda, cuda:N (default: %(default)s)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help="bf16 = autocast, both models; default bf16 on CUDA, "
+                                                            "fp32 on CPU")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {', '.join(WORKLOADS)}")
+    p.add_argument("--sizes", help="comma-separated, from cuda (base width), cpu (base width, 2 layers), minilm "
+                                   "(the MiniLM-L6 weights), quick (tiny) (default: "
+                                   f"{'; '.join(f'{d}: ' + ','.join(v) for d, v in DEFAULT_SIZES.items())}; "
+                                   "quick with --quick)")
+    p.add_argument("--ours-weights", help="comma-separated, from bf16, int8: extra rows of bart_beam and bert_infer "
+                                          "with ours' weights so, against HF in fp32 (default: bf16,int8 on CPU, "
+                                          "none on CUDA; 'none' for none)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls of each model; the median is reported "
+                                                          "(default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls of each model first (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny shapes (a CPU smoke test)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile our models (HF stays eager, its default)")
@@ -449,16 +572,61 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     try:
-        device = torch.device(args.device)
+        args.device = torch.device(args.device)
     except RuntimeError:
         p.error(f"--device: expected cpu, cuda or cuda:N, got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
-    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    if unknown := [w for w in names if w not in WORKLOADS]:
-        p.error(f"--workloads: unknown {', '.join(unknown)}; expected some of {', '.join(WORKLOADS)}")
+    args.workloads = comma_list(p, "--workloads", args.workloads, WORKLOADS)
+    cpu = args.device.type == "cpu"
+    args.sizes = comma_list(p, "--sizes", args.sizes, SIZES) if args.sizes else (
+        ["quick"] if args.quick else DEFAULT_SIZES[args.device.type])
+    weights = args.ours_weights or ("bf16,int8" if cpu else "none")
+    args.ours_weights = [] if weights == "none" else comma_list(p, "--ours-weights", weights, ["bf16", "int8"])
     if args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         p.error("--repeats and --threads must be >= 1, --warmup >= 0")
+    return args
+
+
+def comma_list(p: argparse.ArgumentParser, flag: str, value: str, valid) -> list[str]:
+    names = [w.strip() for w in value.split(",") if w.strip()]
+    if unknown := [w for w in names if w not in valid]:
+        p.error(f"{flag}: unknown {', '.join(unknown)}; expected some of {', '.join(valid)}")
+    return names
+
+
+def run_rows(env: Env, names: list[str], ours_weights: list[str], repeats: int, warmup: int,
+             skipped: list[str]) -> list[dict]:
+    """Each workload at env's sizes, then the inference workloads with ours' reduced-precision weights against HF
+    in fp32 (no autocast). A reduced-weight row that cannot run is named in `skipped` instead."""
+    runs = [(name, env) for name in names]
+    runs += [(name, replace(env, dtype="fp32", ours_weights=w)) for w in ours_weights
+             for name in names if name in ("bart_beam", "bert_infer")]
+    rows = []
+    for name, e in runs:
+        torch.manual_seed(0)
+        try:
+            case = WORKLOADS[name](e)
+        except (RuntimeError, TypeError, NotImplementedError, AttributeError) as err:
+            if e.ours_weights == "fp32":
+                raise
+            skipped.append(f"{name} ({e.sizes.name}) with ours' {e.ours_weights} weights: "
+                           f"{type(err).__name__}: {str(err).splitlines()[0][:150]}")
+            continue
+        rows.append(measure(case, e, repeats, warmup))
+        r = rows[-1]
+        print(f"  {name} ({e.sizes.name}, ours {e.ours_weights}): ours {r['ours']:.2f}, HF {r['hf']:.2f} {r['unit']} "
+              f"({r['ratio']:.2f}x)", file=sys.stderr, flush=True)
+        del case
+        gc.collect()
+        if env.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -469,8 +637,6 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    env = Env(device, dtype, args.compile, device.type == "cuda" and not args.eager_decode,
-              SIZES["quick" if args.quick else device.type])
     command = shlex.join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
     machine = device_name(device)
     header = "; ".join([
@@ -478,23 +644,19 @@ def main(argv: list[str] | None = None) -> dict:
         f"torch {torch.__version__}, transformers {transformers.__version__}",
         f"median of {args.repeats} after {args.warmup} warm-up, ours and HF interleaved",
         "spread = (max - min) / median of the noisier side",
+        "MiB = peak of the tensors allocated during one call (ckpt: with gradient checkpointing; n/a: not available)",
         *(["by CPU time = ratio of the process CPU times, steadier on a busy machine"] * (device.type == "cpu"))])
     print(f"# {command}\n# {header}\n", flush=True)
 
-    rows = []
-    for name in names:
-        torch.manual_seed(0)
-        rows.append(measure(WORKLOADS[name](env), env, args.repeats, args.warmup))
-        r = rows[-1]
-        print(f"  {name}: ours {r['ours']:.2f}, HF {r['hf']:.2f} {r['unit']} ({r['ratio']:.2f}x)", file=sys.stderr,
-              flush=True)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    print(table(rows), flush=True)
+    rows, skipped = [], []
+    for size in args.sizes:
+        env = Env(device, dtype, args.compile, device.type == "cuda" and not args.eager_decode, SIZES[size])
+        rows += run_rows(env, args.workloads, args.ours_weights, args.repeats, args.warmup, skipped)
+    print(table(rows, skipped), flush=True)
     result = dict(command=command, setup=header, device=machine, dtype=dtype, compile=args.compile,
-                  cuda_graph=env.cuda_graph, torch=torch.__version__, transformers=transformers.__version__,
-                  repeats=args.repeats, warmup=args.warmup, results=rows)
+                  cuda_graph=device.type == "cuda" and not args.eager_decode, torch=torch.__version__,
+                  transformers=transformers.__version__, repeats=args.repeats, warmup=args.warmup, sizes=args.sizes,
+                  results=rows, skipped=skipped)
     if args.json:
         atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
     return result

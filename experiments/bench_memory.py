@@ -1,11 +1,9 @@
 """What one call of a bench.py workload holds in memory at its peak, ours beside transformers'.
 
-On CPU bench.py reports the growth of the resident set (what the OS sees, allocator caching included).
-This counts tensors instead, as bench.py's CUDA figure does: the PyTorch profiler records every
-allocation and free of one call, and the peak is the largest sum of live tensor bytes allocated during
-the call on the device (weights, optimizer state and inputs made before it are not counted). The
-tensors live at that moment are grouped by the operator that made them, forward or backward, with
-their shapes.
+bench.py reports the peak alone: the largest sum of live tensor bytes allocated during one call on the
+device (weights, optimizer state and inputs made before it are not counted). This says what it is made of:
+the PyTorch profiler records every allocation and free of one call, and the tensors live at the peak are
+grouped by the operator that made them, forward or backward, with their shapes.
 
     python -m experiments.bench_memory bert_qa_train             # CUDA (bench's CUDA shapes, bf16), else CPU
     python -m experiments.bench_memory bart_train --quick --top 5
