@@ -47,6 +47,7 @@ from minibert import (
 )
 from minicore.checkpoint import resolve
 from minicore.files import atomic_write
+from minicore.quantize import inference_weights
 from minitrain import distributed
 from minitrain.batching import batch_indices, to_device
 from minitrain.optim import make_optimizer
@@ -279,15 +280,13 @@ def no_grad(env: Env, fn: Callable[[], object]) -> Callable[[], object]:
 
 
 def reduced_weights(model: nn.Module, kind: str) -> nn.Module:
-    """Ours for inference with "bf16" weights (a cast) or "int8" ones (dynamic quantization of every nn.Linear:
-    int8 weights, activations quantized per call); "fp32": unchanged. Raises where the model cannot run so."""
-    if kind == "bf16":
-        return model.to(torch.bfloat16)
-    if kind == "int8":
-        with warnings.catch_warnings():  # torch.ao's deprecation notices: still the way to quantize nn.Linear
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    return model
+    """Ours for inference with "bf16" or "int8" weights (minicore.quantize.inference_weights: packed bf16 weights,
+    or dynamic int8 quantization of every nn.Linear); "fp32": unchanged."""
+    if kind == "fp32":
+        return model
+    with warnings.catch_warnings():  # torch.ao's deprecation notices: still the way to quantize nn.Linear
+        warnings.simplefilter("ignore")
+        return inference_weights(model, kind)
 
 
 def hf_twin(ours_cls, hf_model, env: Env):
