@@ -9,12 +9,9 @@ from minibart import BartForConditionalGeneration
 
 transformers = pytest.importorskip("transformers")
 
-# A random tiny model whose EOS comes at varied steps, so that sampled candidates end (and must be replaced by open
-# ones) at many steps: the candidate count decides which beams stay open.
-V, EOS, PAD = 60, 46, 1
-CONFIG = dict(vocab_size=V, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-              decoder_attention_heads=4, encoder_ffn_dim=24, decoder_ffn_dim=40, max_position_embeddings=40,
-              init_std=0.3, eos_token_id=EOS, forced_eos_token_id=None, dropout=0.0)
+# test_bart_generate's random tiny model: its EOS comes at varied steps, so that sampled candidates end (and must be
+# replaced by open ones) at many steps: the candidate count decides which beams stay open.
+from test_bart_generate import CONFIG, EOS, PAD, V  # noqa: E402
 
 
 @pytest.fixture(scope="module")
