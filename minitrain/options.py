@@ -45,7 +45,7 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
     `evaluation`: the script evaluates during training (fit's `evaluate`), so it gets --eval-every,
     --keep-best and --early-stopping-patience."""
     g = parser.add_argument_group("training")
-    g.add_argument("--model", default="bert-base-uncased",
+    g.add_argument("--model", default="google-bert/bert-base-uncased",
                    help="checkpoint folder (HF layout), the alias 'minilm', or a Hub id")
     g.add_argument("--output-dir", default="out", help="log, metrics, samples and checkpoints go here")
     g.add_argument("--overwrite", action="store_true",
