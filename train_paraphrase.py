@@ -56,7 +56,7 @@ from minicore.files import write_text
 from minicore.tokenizer import load_tokenizer
 from minicore.validation import InvalidValue, check_length, check_vocabulary
 from minitasks.batching import evaluating, sorted_batches
-from minitasks.paraphrasing import paraphrase
+from minitasks.paraphrasing import EVAL_GENERATION, paraphrase
 from minitrain.batching import batch_indices, to_device
 from minitrain.cli import ArgumentParser, check_files, run
 from minitrain.distributed import is_main_process
@@ -116,16 +116,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "test pairs as it is, e.g. to compare generation settings on a trained model without "
                         "training it again")
     g = p.add_argument_group("generation (the blog's)")
-    g.add_argument("--num-beams", type=int, default=4, help="beams of the beam search (and of the sampling)")
-    g.add_argument("--no-repeat-ngram-size", type=int, default=3, help="no n-gram twice in an output (0 = off)")
-    g.add_argument("--encoder-no-repeat-ngram-size", type=int, default=0,
+    gen = EVAL_GENERATION  # the defaults predict.py also decodes with
+    g.add_argument("--num-beams", type=int, default=gen["num_beams"],
+                   help="beams of the beam search (and of the sampling)")
+    g.add_argument("--no-repeat-ngram-size", type=int, default=gen["no_repeat_ngram_size"],
+                   help="no n-gram twice in an output (0 = off)")
+    g.add_argument("--encoder-no-repeat-ngram-size", type=int, default=gen["encoder_no_repeat_ngram_size"],
                    help="ban every n-gram of the source from the output (against copying; 0 = off, the blog's)")
-    g.add_argument("--max-target-length", type=int, default=128,
+    g.add_argument("--max-target-length", type=int, default=gen["max_length"],
                    help="output tokens generated per paraphrase, the decoder start token included")
-    g.add_argument("--top-k", type=int, default=50, help="sampling: from the k most likely tokens")
-    g.add_argument("--top-p", type=float, default=0.95,
+    g.add_argument("--top-k", type=int, default=gen["top_k"], help="sampling: from the k most likely tokens")
+    g.add_argument("--top-p", type=float, default=gen["top_p"],
                    help="sampling: from the most likely tokens that make up this probability")
-    g.add_argument("--num-return-sequences", type=int, default=3, help="paraphrases per sample in samples.md")
+    g.add_argument("--num-return-sequences", type=int, default=gen["num_return_sequences"],
+                   help="paraphrases per sample in samples.md")
     args = p.parse_args(argv)
     for flag, ok, want in [("--max-seq-length", args.max_seq_length >= 3, ">= 3"),
                            ("--validation-pairs", args.validation_pairs is None or args.validation_pairs >= 0, ">= 0"),

@@ -287,3 +287,23 @@ def test_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit):
         train_paraphrase.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_generation_defaults_are_the_ones_predict_decodes_with():
+    """train_paraphrase.py's generation flags default to minitasks.paraphrasing.EVAL_GENERATION, the one place
+    predict.py also reads for a checkpoint without generation settings."""
+    import argparse
+
+    from minitasks.paraphrasing import EVAL_GENERATION
+    seen = {}
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        seen.update(vars(real_parse(self, [], namespace)))
+        raise SystemExit(0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(argparse.ArgumentParser, "parse_args", capture)
+        with pytest.raises(SystemExit):
+            train_paraphrase.main([])
+    flags = {"max_length": "max_target_length"}
+    assert {k: seen[flags.get(k, k)] for k in EVAL_GENERATION} == EVAL_GENERATION
