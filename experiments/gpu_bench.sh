@@ -2,7 +2,7 @@
 # bench.py's measurements on a CUDA machine, written under $OUT/bench (each .txt starts with its command):
 #   machine.txt    nvidia-smi and versions
 #   tests.txt      the CUDA tests of what bench.py times (parity with transformers, the LM-head loss, the fused ops)
-#   all.*          every workload, eager (bf16 autocast, the shapes)
+#   all.*          every workload, eager (bf16 autocast, the CUDA shapes of bench.py's SIZES)
 #   compiled.*     the two training workloads with ours torch.compile'd (HF eager)
 #   memory_*.txt   what the peak of each training workload is made of, ours beside HF's (experiments/bench_memory.py)
 #   profile_*.txt  where one call's GPU time goes (experiments/bench_profile.py)
