@@ -338,7 +338,7 @@ def denoise_stage(model, data: Denoising, args, cfg: TrainConfig, log: RunLog) -
     # one "epoch" of exactly denoise_steps batches, cycling over the chunks: position p of the stream is chunk
     # order[p], noised with its own random stream, so a batch's noise does not depend on how it is split
     order = np.concatenate([np.random.default_rng([args.seed, 1, k]).permutation(len(chunks))
-                            for k in range(-(-args.denoise_steps * batch_size // len(chunks)))])
+                            for k in range(math.ceil(args.denoise_steps * batch_size / len(chunks)))])
 
     def batches(epoch):
         return [list(range(s * batch_size, (s + 1) * batch_size)) for s in range(args.denoise_steps)]
