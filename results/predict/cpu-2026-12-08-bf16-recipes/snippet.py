@@ -2,7 +2,6 @@ from data.squad import SquadExample
 from minibart import BartForConditionalGeneration
 from minibert import BertForQuestionAnswering, BertForSequenceClassification, load_tokenizer
 from minitasks import answer, classify, paraphrase
-
 qa, tok = BertForQuestionAnswering.from_pretrained("out/squad-recipe/checkpoint"), load_tokenizer("minilm")
 question = SquadExample("q1", "Who created Python?", "Python was created by Guido van Rossum in 1991.", [], [], True)
 a, = answer(qa, tok, [question], batch_size=32, version_2=True, null_threshold=6.0)  # a span of the context, or ""
