@@ -203,7 +203,8 @@ def add_common_args(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="autocast dtype of the forward pass (default: bf16 on a GPU that has it, else fp32)")
     p.add_argument("--weights", choices=WEIGHTS, default="fp32",
-                   help="the weights' precision for inference on CPU: fp32 (as trained), bf16 (half the bytes to read), "
+                   help="the weights' precision for inference on CPU: fp32 (as trained), bf16 (half the bytes to "
+                        "read), "
                         "int8 (dynamic quantization of every linear layer: a quarter of the bytes; outputs within "
                         "int8's rounding of fp32's)")
 

@@ -79,8 +79,9 @@ class Data:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
-    add_training_args(p, evaluation=True, model="google-bert/bert-base-uncased", output_dir="out/cola", epochs=4, batch_size=32,
-                      lr=2e-5, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
+    add_training_args(p, evaluation=True, model="google-bert/bert-base-uncased", output_dir="out/cola", epochs=4,
+                      batch_size=32, lr=2e-5, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42,
+                      log_every=50)
     g = p.add_argument_group("data (when neither --data-dir nor --train-file is given: GLUE's CoLA from the Hub)")
     source = g.add_mutually_exclusive_group()
     source.add_argument("--data-dir", help="folder with the raw CoLA files (cola_public/raw: "

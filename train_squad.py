@@ -62,8 +62,9 @@ FILES = {"2.0": ("train-v2.0.json", "dev-v2.0.json"), "1.1": ("train-v1.1.json",
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
-    add_training_args(p, evaluation=True, model="google-bert/bert-base-uncased", output_dir="out/squad", epochs=1, batch_size=16,
-                      lr=3e-5, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42, log_every=50)
+    add_training_args(p, evaluation=True, model="google-bert/bert-base-uncased", output_dir="out/squad", epochs=1,
+                      batch_size=16, lr=3e-5, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0, seed=42,
+                      log_every=50)
     d = p.add_argument_group("data")
     d.add_argument("--version", choices=["2.0", "1.1"], default="2.0",
                    help="SQuAD version: 2.0 has unanswerable questions, 1.1 does not")

@@ -219,8 +219,8 @@ def training_pairs(raw: list[Pair], test: list[Pair], validation: list[Pair] | i
 
     The read pairs are deduplicated and cleared of copies, of every sentence of the test pairs and (with
     `max_pair_bleu`) of near-copies; `validation` is the validation pairs, or how many of those training pairs
-    to hold out (seeded; None: `default_validation_size`); then no training pair shares a sentence with a validation pair; `both_directions`
-    adds (target, source)."""
+    to hold out (seeded; None: `default_validation_size`); then no training pair shares a sentence with a validation
+    pair; `both_directions` adds (target, source)."""
     steps = [(len(raw), "pairs read")]
     train = without_sentences(dedupe(raw), test)
     steps.append((len(train), "after dropping duplicates, copies and test sentences"))

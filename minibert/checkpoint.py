@@ -1,6 +1,7 @@
 """BERT's key map: Hugging Face's names <-> ours, a pure function each way, and the checkpoint plug-in of BERT's models.
 
-BERT's separate query/key/value weights are fused into one `qkv` projection on the way in and split again on the way out.
+BERT's separate query/key/value weights are fused into one `qkv` projection on the way in and split again on the
+way out.
 """
 import re
 

@@ -62,7 +62,7 @@ def test_seeds_summary_mean_and_sample_std(tmp_path, capsys):
     runs = [str(write_run(tmp_path / f"seed{s}", s, o, i)) for s, o, i in zip((42, 43, 44), ood, ind)]
     summary = seeds_summary.main([*runs, "--output", str(tmp_path / "summary")])
     assert summary["mcc_out_of_domain"]["mean"] == pytest.approx(statistics.mean(ood))
-    assert summary["mcc_out_of_domain"]["std"] == pytest.approx(statistics.stdev(ood))  # n - 1: the sample standard deviation
+    assert summary["mcc_out_of_domain"]["std"] == pytest.approx(statistics.stdev(ood))  # n - 1: sample std
     assert summary["mcc_in_domain"]["min"] == 0.4 and summary["mcc_in_domain"]["n"] == 3
     out = capsys.readouterr().out
     assert "| seed43 | 43 | 0.2500 | 0.4000 | 18.2 |" in out

@@ -38,7 +38,8 @@ def test_smoke_denoise_then_finetune(tmp_path, data_dir, tiny_bert_dir):
     argv = ["--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
             "--denoise-steps", "2", "--denoise-text", str(data_dir / "squad.json"), "--batch-size", "2",
             "--denoise-batch-size", "3",
-            "--max-target-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1", "--device", "cpu",
+            "--max-target-length", "8", "--max-seq-length", "16", "--both-directions", "--log-every", "1",
+            "--device", "cpu",
             "--encoder-no-repeat-ngram-size", "2"]
     metrics = train_paraphrase.main(argv + ["--max-steps", "2", "--max-eval", "3"])
     for name in ("metrics.json", "generations.jsonl", "samples.md", "log.jsonl", "train.log",
