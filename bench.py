@@ -39,12 +39,7 @@ from torch import nn
 
 from data.cola import collate
 from minibart import BartForConditionalGeneration
-from minibert import (
-    BertConfig,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    qa_loss,
-)
+from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, qa_loss
 from minicore.checkpoint import resolve
 from minicore.files import atomic_write
 from minicore.quantize import inference_weights

@@ -58,23 +58,12 @@ from data.tokens import count_cut
 from minibart import BartForConditionalGeneration
 from minibart.config import GENERATION_DEFAULTS
 from minibart.generation import check_generation_args
-from minibert import (
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    load_tokenizer,
-    resolve,
-)
+from minibert import BertForQuestionAnswering, BertForSequenceClassification, load_tokenizer, resolve
 from minicore.checkpoint import read_config
 from minicore.errors import UserError
 from minicore.files import to_json, write_text
 from minicore.quantize import WEIGHTS, inference_weights
-from minicore.runtime import (
-    PRECISIONS,
-    amp_dtype,
-    pick_device,
-    resolve_precision,
-    set_seed,
-)
+from minicore.runtime import PRECISIONS, amp_dtype, pick_device, resolve_precision, set_seed
 from minicore.validation import InvalidValue, check_vocabulary
 from minitasks.classification import classify
 from minitasks.paraphrasing import EVAL_GENERATION, paraphrase

@@ -31,14 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from data.classification import classification_metrics, label_names, read_labeled
-from data.cola import (
-    FILES,
-    N_IN_DOMAIN_DEV,
-    collate,
-    load_hub,
-    load_raw,
-    train_val_split,
-)
+from data.cola import FILES, N_IN_DOMAIN_DEV, collate, load_hub, load_raw, train_val_split
 from data.tokens import count_cut, encode
 from minibert import BertForSequenceClassification, load_tokenizer, resolve
 from minicore.errors import UserError

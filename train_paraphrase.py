@@ -34,19 +34,8 @@ import numpy as np
 import torch
 
 from data.noising import bart_noise, word_start_table
-from data.paraphrase import (
-    Pair,
-    collate,
-    first_non_copy,
-    load_hub,
-    load_local,
-    paraphrase_metrics,
-    read_pairs,
-    split_heldout,
-    to_labels,
-    training_pairs,
-    unlabeled_text,
-)
+from data.paraphrase import (Pair, collate, first_non_copy, load_hub, load_local, paraphrase_metrics, read_pairs,
+                             split_heldout, to_labels, training_pairs, unlabeled_text)
 from data.tokens import encode, truncate
 from minibart import BartForConditionalGeneration
 from minibart.generation import Settings, check_generation_args, resolve_settings

@@ -29,17 +29,8 @@ from pathlib import Path
 
 import torch
 
-from data.squad import (
-    Answer,
-    SquadExample,
-    SquadFeature,
-    collate,
-    featurize,
-    load_squad_hub,
-    read_squad_file,
-    sample_questions,
-    select_answers,
-)
+from data.squad import (Answer, SquadExample, SquadFeature, collate, featurize, load_squad_hub, read_squad_file,
+                        sample_questions, select_answers)
 from data.squad_metrics import compute_exact, compute_f1, squad_evaluate
 from minibert import BertForQuestionAnswering, load_tokenizer, qa_loss
 from minicore.errors import UserError

@@ -15,14 +15,7 @@ from torch import Tensor
 
 from minibert.checkpoint import bert_from_hf
 from minibert.config import BertConfig
-from minicore.checkpoint import (
-    PretrainedMixin,
-    fuse,
-    read_config,
-    read_state_dict,
-    rename,
-    unfuse,
-)
+from minicore.checkpoint import PretrainedMixin, fuse, read_config, read_state_dict, rename, unfuse
 from minicore.files import atomic_write
 from minicore.tokenizer import load_tokenizer
 

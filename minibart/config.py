@@ -4,18 +4,8 @@ from dataclasses import InitVar, asdict, dataclass, field, fields
 from pathlib import Path
 
 from minicore.errors import UserError
-from minicore.validation import (
-    DROPOUT,
-    NON_NEGATIVE,
-    POSITIVE,
-    SCALE,
-    STD,
-    Rule,
-    check_config,
-    head_count,
-    one_of,
-    token_id,
-)
+from minicore.validation import (DROPOUT, NON_NEGATIVE, POSITIVE, SCALE, STD, Rule, check_config, head_count, one_of,
+                                 token_id)
 
 # transformers' global generation defaults (GenerationConfig._get_default_generation_params), used for
 # every generation field left at None by the checkpoint and by the caller.

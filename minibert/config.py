@@ -2,16 +2,7 @@
 from dataclasses import InitVar, asdict, dataclass, field, fields
 
 from minicore.errors import UserError
-from minicore.validation import (
-    DROPOUT,
-    POSITIVE,
-    SCALE,
-    STD,
-    check_config,
-    head_count,
-    one_of,
-    token_id,
-)
+from minicore.validation import DROPOUT, POSITIVE, SCALE, STD, check_config, head_count, one_of, token_id
 
 
 @dataclass

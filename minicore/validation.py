@@ -9,19 +9,10 @@ from minicore.errors import UserError
 
 Rule = tuple[Callable[[Any], bool], str]  # (test, what a valid value is); the test sees a value of the right type
 
-
 POSITIVE: Rule = (lambda v: v > 0, "an integer > 0")
-
-
 NON_NEGATIVE: Rule = (lambda v: v >= 0, "an integer >= 0")
-
-
 DROPOUT: Rule = (lambda v: 0 <= v < 1, "a number in [0, 1)")
-
-
 SCALE: Rule = (lambda v: 0 < v < math.inf, "a finite number > 0")  # LayerNorm eps, temperature
-
-
 STD: Rule = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
 
 

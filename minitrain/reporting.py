@@ -3,8 +3,8 @@ dependency) and curves.png when it ends (matplotlib, optional: without it there 
 import importlib.util
 from pathlib import Path
 
-from minicore.files import atomic_write
 from minicore.errors import UserError
+from minicore.files import atomic_write
 
 
 def require_tensorboard() -> None:

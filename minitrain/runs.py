@@ -32,23 +32,11 @@ from minicore.errors import UserError
 from minicore.files import io_error, to_json, write_json
 from minicore.runtime import configure_torch, set_seed
 from minitrain.cli import INPUT_PATH_FLAGS
-from minitrain.distributed import (
-    backend,
-    broadcast_object,
-    init_distributed,
-    is_main_process,
-    world_size,
-)
+from minitrain.distributed import backend, broadcast_object, init_distributed, is_main_process, world_size
 from minitrain.options import TrainConfig
 from minitrain.reporting import require_tensorboard
-from minitrain.saving import (
-    TRAINER_STATE,
-    check_settings,
-    checkpoint_folders,
-    checkpoints,
-    last_checkpoint,
-    read_trainer_state,
-)
+from minitrain.saving import (TRAINER_STATE, check_settings, checkpoint_folders, checkpoints, last_checkpoint,
+                              read_trainer_state)
 
 LOCK_FILE = "run.lock"
 _locks = {}  # this process's lock files, by folder: a run that failed in this process does not hold it against the next

@@ -29,12 +29,7 @@ from data.files import read_json, read_table
 from data.paraphrase import read_msrp, read_pairs, read_squad_contexts
 from data.squad import SquadExample, featurize, read_squad_file
 from minibart import BartForConditionalGeneration
-from minibert import (
-    BertConfig,
-    BertForSequenceClassification,
-    BertModel,
-    load_tokenizer,
-)
+from minibert import BertConfig, BertForSequenceClassification, BertModel, load_tokenizer
 from minicore.checkpoint import copy_tokenizer_files
 from minicore.errors import UserError
 from minitrain.cli import run

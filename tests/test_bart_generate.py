@@ -196,13 +196,7 @@ def test_logits_processors_match_transformers(seed, k, p, keep, n, length):
     """Each processor gives HF's processor's scores (ties, min_tokens_to_keep, short sequences included)."""
     from transformers.generation import logits_process as lp
 
-    from minibart.generation import (
-        encoder_no_repeat_ngram,
-        min_length,
-        no_repeat_ngram,
-        top_k_filter,
-        top_p_filter,
-    )
+    from minibart.generation import encoder_no_repeat_ngram, min_length, no_repeat_ngram, top_k_filter, top_p_filter
 
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(3, 12, generator=g).round(decimals=1)  # rounding makes ties

@@ -8,12 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibart import BartConfig, BartForConditionalGeneration
-from minibart.generation import (
-    DecodeStep,
-    beam_search,
-    greedy_or_sample,
-    resolve_settings,
-)
+from minibart.generation import DecodeStep, beam_search, greedy_or_sample, resolve_settings
 from minibart.model import KVCache
 from minicore.errors import UserError
 

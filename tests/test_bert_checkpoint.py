@@ -14,13 +14,7 @@ from safetensors.torch import load_file, save_file
 from test_bert_parity import CLASSES, hf_model, make_batch, outputs
 
 import minicore.checkpoint
-from minibert import (
-    BertConfig,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertModel,
-    resolve,
-)
+from minibert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel, resolve
 from minibert.checkpoint import bert_from_hf, bert_to_hf
 from minicore.checkpoint import read_state_dict
 from minicore.errors import UserError

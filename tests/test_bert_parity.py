@@ -10,13 +10,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from minibert import (
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertModel,
-    load_tokenizer,
-    qa_loss,
-)
+from minibert import BertForQuestionAnswering, BertForSequenceClassification, BertModel, load_tokenizer, qa_loss
 from minibert.checkpoint import bert_to_hf
 from minicore.checkpoint import resolve
 

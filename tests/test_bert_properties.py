@@ -6,13 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibert import BertConfig, BertModel
-from minicore.attention import (
-    causal_mask,
-    merge_heads,
-    padding_mask,
-    scaled_dot_product,
-    split_heads,
-)
+from minicore.attention import causal_mask, merge_heads, padding_mask, scaled_dot_product, split_heads
 
 IMPLS = ("sdpa", "math")
 VOCAB = 50

@@ -6,12 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.classification import (
-    accuracy,
-    classification_metrics,
-    macro_f1,
-    matthews_corrcoef,
-)
+from data.classification import accuracy, classification_metrics, macro_f1, matthews_corrcoef
 from data.tokens import encode
 from minibert import BertForSequenceClassification, load_tokenizer
 from minitasks.classification import classify

@@ -3,26 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from data.paraphrase import (
-    Pair,
-    clean_spaces,
-    collate,
-    dedupe,
-    drop_near_copies,
-    first_non_copy,
-    load_hub,
-    load_local,
-    normalize,
-    paraphrase_metrics,
-    read_msrp,
-    read_paws,
-    read_quora,
-    read_squad_contexts,
-    rescore,
-    split_heldout,
-    to_labels,
-    unlabeled_text,
-)
+from data.paraphrase import (Pair, clean_spaces, collate, dedupe, drop_near_copies, first_non_copy, load_hub,
+                             load_local, normalize, paraphrase_metrics, read_msrp, read_paws, read_quora,
+                             read_squad_contexts, rescore, split_heldout, to_labels, unlabeled_text)
 from data.tokens import encode
 from minicore.errors import UserError
 from minicore.tokenizer import load_tokenizer

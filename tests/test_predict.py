@@ -20,11 +20,7 @@ from data.squad import read_squad_file
 from data.tokens import encode
 from minibart import BartForConditionalGeneration
 from minibart.config import GENERATION_DEFAULTS
-from minibert import (
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    load_tokenizer,
-)
+from minibert import BertForQuestionAnswering, BertForSequenceClassification, load_tokenizer
 from minicore.checkpoint import copy_tokenizer_files
 from minitasks.classification import classify
 from minitasks.paraphrasing import EVAL_GENERATION, paraphrase

@@ -8,16 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.squad import (
-    SquadExample,
-    collate,
-    featurize,
-    load_squad_hub,
-    read_squad_file,
-    sample_questions,
-    select_answers,
-    window_starts,
-)
+from data.squad import (SquadExample, collate, featurize, load_squad_hub, read_squad_file, sample_questions,
+                        select_answers, window_starts)
 from data.squad_metrics import squad_evaluate
 from minicore.tokenizer import load_tokenizer
 
