@@ -116,39 +116,45 @@ def load_for_resume(output_dir: str | os.PathLike) -> tuple[Path, dict, dict, li
     if not checkpoints(output_dir):
         raise UserError("no checkpoint to resume", "--output-dir", str(output_dir),
                         "start the run without --resume")
-    notes, first_error = [], None
+    notes = []
     for ckpt in checkpoint_folders(output_dir):
-        if not (ckpt / TRAINER_STATE).is_file():
-            notes.append(f"{ckpt} has no {TRAINER_STATE} (damaged or unfinished)")
-            first_error = first_error or notes[-1]
-            continue
         try:
-            state = read_trainer_state(ckpt)
-        except (OSError, ValueError) as e:
-            notes.append(f"{ckpt / TRAINER_STATE} is unreadable ({type(e).__name__}: {e})")
-            first_error = first_error or notes[-1]
-            continue
-        if not state.get("optimizer_state", True):
-            raise UserError("the checkpoint holds no optimizer state (saved with --no-save-optimizer-state), so it "
-                            "cannot be resumed", "--resume", str(ckpt),
-                            f"start a new run from its weights with --model {ckpt}")
-        try:
-            with safe_open(ckpt / WEIGHTS_FILE, "pt"):
-                pass  # the header, and a file size that covers it: a truncated file fails here
-        except (SafetensorError, OSError) as e:
-            notes.append(f"{ckpt / WEIGHTS_FILE} is unreadable ({type(e).__name__}: {e})")
-            first_error = first_error or notes[-1]
-            continue
-        try:
-            tensors = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
-        except Exception as e:  # a truncated or corrupt file fails in the zip reader or the unpickler
-            notes.append(f"{ckpt / STATE_FILE} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]})")
-            first_error = first_error or notes[-1]
-            continue
-        return ckpt, state, tensors, notes
-    raise UserError(f"cannot resume: {first_error}", fix="move the damaged checkpoints out of --output-dir if you "
+            return (ckpt, *_read_for_resume(ckpt), notes)
+        except _Unreadable as e:
+            notes.append(str(e))
+    raise UserError(f"cannot resume: {notes[0]}", fix="move the damaged checkpoints out of --output-dir if you "
                     "want to keep them (a new run can start from whole weights with --model), then pass --overwrite "
                     "to start again there")
+
+
+class _Unreadable(Exception):
+    """A checkpoint --resume passes over: what is missing or damaged, in words."""
+
+
+def _read_for_resume(ckpt: Path) -> tuple[dict, dict]:
+    """-> (trainer state, training_state.pt's tensors) of `ckpt`, each file checked to read; _Unreadable names the
+    first that does not. A checkpoint saved without optimizer state is a UserError: there is nothing to resume."""
+    if not (ckpt / TRAINER_STATE).is_file():
+        raise _Unreadable(f"{ckpt} has no {TRAINER_STATE} (damaged or unfinished)")
+    try:
+        state = read_trainer_state(ckpt)
+    except (OSError, ValueError) as e:
+        raise _Unreadable(f"{ckpt / TRAINER_STATE} is unreadable ({type(e).__name__}: {e})") from None
+    if not state.get("optimizer_state", True):
+        raise UserError("the checkpoint holds no optimizer state (saved with --no-save-optimizer-state), so it "
+                        "cannot be resumed", "--resume", str(ckpt),
+                        f"start a new run from its weights with --model {ckpt}")
+    try:
+        with safe_open(ckpt / WEIGHTS_FILE, "pt"):
+            pass  # the header, and a file size that covers it: a truncated file fails here
+    except (SafetensorError, OSError) as e:
+        raise _Unreadable(f"{ckpt / WEIGHTS_FILE} is unreadable ({type(e).__name__}: {e})") from None
+    try:
+        tensors = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or corrupt file fails in the zip reader or the unpickler
+        raise _Unreadable(f"{ckpt / STATE_FILE} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]})") \
+            from None
+    return state, tensors
 
 
 def check_settings(saved: dict, current: dict, checkpoint: Path) -> None:
