@@ -299,9 +299,9 @@ def main(argv=None) -> dict:
     """Fine-tune a classifier on the training sentences, validating on the validation set during training; then
     the test sets' metrics and predictions, samples.md and metrics.json."""
     args = parse_args(argv)
-    cfg, device, t0 = prepare_run(args)
+    cfg, t0 = prepare_run(args)
     data = load_data(args)
-    model, tok = load_model(args, data.labels, device)
+    model, tok = load_model(args, data.labels, cfg.device)
     train_ids = encode(tok, data.train.texts, args.max_seq_length)
     cut = {s.name: count_cut(tok, s.texts, args.max_seq_length) for s in data.splits}
     task = classification_task(data, train_ids, tok, args, cfg)
@@ -309,7 +309,7 @@ def main(argv=None) -> dict:
     log_data(log, data, cut, args)
     stop = f", stopping after {cfg.max_steps} (--max-steps)" if cfg.max_steps else ""
     log.print(f"model {args.model} | {cfg.epochs} epochs x {len(task.batches(0))} steps{stop} | "
-              f"batch {cfg.batch_size} | lr {cfg.lr} | {cfg.precision} | device {device} | padding "
+              f"batch {cfg.batch_size} | lr {cfg.lr} | {cfg.precision} | device {cfg.device} | padding "
               + (f"fixed {args.max_seq_length}" if args.pad_to_max else "dynamic"))
     result = fit(model, cfg, task, log)
     if not is_main_process():  # rank 0 alone evaluates and writes
@@ -330,7 +330,7 @@ def main(argv=None) -> dict:
                "precision": cfg.precision, "steps": result["step"], "epochs": result["history"],
                "train_time_s": round(train_s, 2), "seconds_per_step": round(train_s / max(1, result["step"]), 4),
                "checkpoint": result["checkpoint"], "validations": result["evals"], "best_validation": result["best"],
-               **run_info(args, device, None if argv is None else ["train_cola.py", *argv])}
+               **run_info(args, cfg.device, None if argv is None else ["train_cola.py", *argv])}
     return finish_run(log, metrics, t0, "".join(f"predictions_{s.name}.tsv, " for s in data.tests) + "samples.md")
 
 

@@ -496,7 +496,7 @@ def main(argv=None) -> dict:
     """Optionally a denoising stage, then fine-tuning on the training pairs (validated on the validation pairs);
     then the test pairs paraphrased by beam search and by sampling, scored, and metrics.json."""
     args = parse_args(argv)
-    cfg, device, t0 = prepare_run(args, subruns=["denoise"])
+    cfg, t0 = prepare_run(args, subruns=["denoise"])
     check_files([("--train-file", args.train_file), ("--validation-file", args.validation_file),
                  ("--test-file", args.test_file), *(("--denoise-text", f) for f in args.denoise_text)])
     pairs = load_pairs(args)
@@ -514,7 +514,7 @@ def main(argv=None) -> dict:
 
     denoise, result = None, dict(NOT_TRAINED)
     if args.eval_only:
-        model.to(device)
+        model.to(cfg.device)
     else:
         if denoising:
             denoise = denoise_stage(model, denoising, args, cfg, log)
@@ -540,7 +540,7 @@ def main(argv=None) -> dict:
                "steps": result["step"], "train_time_s": result["train_time_s"],
                "eval_time_s": round(time.perf_counter() - t_eval, 2), "precision": cfg.precision,
                "checkpoint": result["checkpoint"],
-               **run_info(args, device, None if argv is None else ["train_paraphrase.py", *argv])}
+               **run_info(args, cfg.device, None if argv is None else ["train_paraphrase.py", *argv])}
     return finish_run(log, metrics, t0, "generations.jsonl and samples.md")
 
 

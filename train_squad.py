@@ -309,10 +309,10 @@ def main(argv=None) -> dict:
     """Fine-tune on the training questions (validated on held-out ones), then the official metrics on the dev
     questions, predictions.json, null_odds.json (2.0), samples.md and metrics.json."""
     args = parse_args(argv)
-    cfg, device, t0 = prepare_run(args)
+    cfg, t0 = prepare_run(args)
     version_2 = args.version == "2.0"
     data = load_data(args)
-    model, tok = load_model(args, device)
+    model, tok = load_model(args, cfg.device)
     featurize_data(data, tok, args)
     task = qa_task(model, data, args, cfg)
     log = start_run(cfg, fingerprints={".": task.fingerprint})
@@ -348,7 +348,7 @@ def main(argv=None) -> dict:
                "train_time_s": round(epoch_s, 2), "features_per_s": round(features_per_s, 2),
                "featurize_time_s": round(data.featurize_s, 2), "eval_time_s": round(eval_s, 2),
                "checkpoint": result["checkpoint"],
-               **run_info(args, device, None if argv is None else ["train_squad.py", *argv])}
+               **run_info(args, cfg.device, None if argv is None else ["train_squad.py", *argv])}
     return finish_run(log, metrics, t0, f"predictions.json, {'null_odds.json, ' if version_2 else ''}samples.md")
 
 

@@ -1,6 +1,6 @@
 """A run's life: checked before anything heavy is loaded, its folder locked while it trains, logged, closed.
 
-    prepare_run(args, subruns=()) -> (cfg, device, t0)   first thing in main(): checks that write nothing, then
+    prepare_run(args, subruns=()) -> (cfg, t0)           first thing in main(): checks that write nothing, then
                                                           the process group (torchrun), device, precision, seed
     start_run(cfg, subruns=(), fingerprints=None) -> RunLog   once the data and model are loaded: --resume's data
                                                           check, the folder, its lock, --overwrite's clean-up, the log
@@ -141,16 +141,15 @@ def _on_main_process(check) -> None:
         raise UserError(error)
 
 
-def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, torch.device, float]:
+def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, float]:
     """What every script's main() begins with, before it loads data or a model: check the options and the
     output folder (writing nothing), join torchrun's process group, pick the device and the precision,
-    set --tf32 / --deterministic, seed -> (TrainConfig, device, start time)."""
+    set --tf32 / --deterministic, seed -> (TrainConfig, start time)."""
     t0 = time.perf_counter()
     cfg = TrainConfig.from_args(args)  # the device and precision resolved
-    device = cfg.device
     if cfg.report_to == "tensorboard":
         require_tensorboard()
-    init_distributed(device)
+    init_distributed(cfg.device)
     if cfg.batch_size < world_size() * cfg.grad_accum_steps:
         raise UserError("a batch needs an example for each process and accumulation step", "--batch-size",
                         cfg.batch_size, f"pass at least {world_size() * cfg.grad_accum_steps} ({world_size()} "
@@ -163,7 +162,7 @@ def prepare_run(args: argparse.Namespace, subruns=()) -> tuple[TrainConfig, torc
     _on_main_process(check)
     configure_torch(cfg.tf32, cfg.deterministic)
     set_seed(cfg.seed)
-    return cfg, device, t0
+    return cfg, t0
 
 
 def _input_paths(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -3,7 +3,7 @@
 Nothing task-specific lives here: a script builds its data and model, says how a batch becomes a loss
 (a `Task`), and calls `fit`:
 
-    cfg, device, t0 = prepare_run(args)              checks that write nothing; torchrun's process group; seed;
+    cfg, t0 = prepare_run(args)                      checks that write nothing; torchrun's process group; seed;
                                                      cfg (a TrainConfig) holds the resolved device and precision
     ... load the data and the model ...
     log = start_run(cfg)                             the output folder, its lock, the log

@@ -84,7 +84,7 @@ def test_a_second_run_in_the_folder_fails_at_once(tmp_path):
     """Another process holds the folder's lock: refused at the start, and when it takes the lock between
     the checks and the start."""
     args = add_training_args(argparse.ArgumentParser()).parse_args(["--output-dir", str(tmp_path), "--device", "cpu"])
-    cfg, _, _ = prepare_run(args)  # the folder is free now
+    cfg, _ = prepare_run(args)  # the folder is free now
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); "
             "f.flush(); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "run.lock")], stdout=subprocess.PIPE,
