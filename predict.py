@@ -43,7 +43,6 @@ import argparse
 import json
 import math
 import os
-import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -257,16 +256,8 @@ def generation_settings(args, config) -> dict:
             raise
         origin = ("" if e.name in given else f" from the generation config of {args.model}" if own
                   else " by default (train_paraphrase.py's, for a checkpoint without generation settings)")
-        raise flag_error(e, origin + (f"; pass {GENERATION_FLAGS[e.name]}" if origin else "")) from None
+        raise e.as_flag(origin + (f"; pass {GENERATION_FLAGS[e.name]}" if origin else ""), GENERATION_FLAGS) from None
     return {k: v for k, v in settings.items() if v is not None}
-
-
-def flag_error(e: InvalidValue, origin: str) -> UserError:
-    """generate()'s complaint about an argument, told in this script's flags: "argument --top-p: expected ..."."""
-    valid = re.sub(r"\bdo_sample=(True|False)\b", lambda m: "--do-sample" if m[1] == "True" else "--no-do-sample",
-                   e.valid)
-    valid = re.sub(r"\b(" + "|".join(GENERATION_FLAGS) + r")\b", lambda m: GENERATION_FLAGS[m[1]], valid)
-    return UserError(f"argument {GENERATION_FLAGS[e.name]}: expected {valid}, got {e.value}{origin}")
 
 
 def max_tokens(args, config) -> int:

@@ -1,6 +1,7 @@
 """The checks of a value against its type and range, shared by the model configs (config.json) and generate():
 each field of its annotated type, and within its range, or an `InvalidValue` naming where it came from."""
 import math
+import re
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, get_args
@@ -38,11 +39,17 @@ class InvalidValue(UserError):
         super().__init__(what, where, value, f"use {valid}")
 
     def as_flag(self, note: str = "", flags: dict[str, str] | None = None) -> UserError:
-        """The same mistake told as that of the command-line flag of the name: "argument --top-p: expected ...";
-        `flags` names the flag of a name where it is not the name spelled as a flag (max_length:
-        --max-target-length)."""
-        flag = (flags or {}).get(self.name, self.flag)
-        return UserError(f"argument {flag}: expected {self.valid}, got {self.value}{note}")
+        """The same mistake told as that of the command-line flag of the name: "argument --top-p: expected ...".
+        `flags` (a name -> its flag) names the flag of a name where it is not the name spelled as a flag
+        (max_length: --max-target-length), and tells the names it holds in what a valid value is as flags too:
+        "num_beams > 1 or do_sample=True" -> "--num-beams > 1 or --do-sample" (=False: --no-do-sample)."""
+        flags = flags or {}
+        valid = self.valid
+        if flags:
+            def told(m: re.Match) -> str:
+                return "--no-" + flags[m[1]][2:] if m[2] == "=False" else flags[m[1]]
+            valid = re.sub(r"\b(" + "|".join(map(re.escape, flags)) + r")\b(=True|=False)?", told, valid)
+        return UserError(f"argument {flags.get(self.name, self.flag)}: expected {valid}, got {self.value}{note}")
 
     @property
     def flag(self) -> str:
