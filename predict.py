@@ -63,12 +63,12 @@ from minicore.errors import UserError
 from minicore.files import to_json, write_text
 from minicore.quantize import WEIGHTS, inference_weights
 from minicore.runtime import PRECISIONS, amp_dtype, pick_device, resolve_precision, set_seed
-from minicore.validation import InvalidValue, check_vocabulary
+from minicore.validation import InvalidValue, check_length, check_vocabulary
 from minitasks.classification import classify
 from minitasks.paraphrasing import EVAL_GENERATION, paraphrase
 from minitasks.question_answering import answer
 from minitrain.cli import ArgumentParser, run
-from minitrain.options import number
+from minitrain.options import check_not_a_run_folder, number
 
 # generate()'s arguments that are flags, and their flags
 GENERATION_FLAGS = {"num_beams": "--num-beams", "no_repeat_ngram_size": "--no-repeat-ngram-size",
@@ -205,14 +205,12 @@ def input_fields(args, task: Task) -> tuple[str, ...]:
 
 def open_checkpoint(args, task: Task) -> Path:
     """The checkpoint's folder, once it is known to be of the task's kind and to hold its head."""
+    check_not_a_run_folder(args.model)
     try:
         folder = resolve(args.model)
         config = read_config(folder)
     except (FileNotFoundError, ImportError) as e:
-        inside = Path(args.model) / "checkpoint"  # a run folder holds its checkpoint there
-        fix = (f"did you mean {inside} (the run's checkpoint)?" if (inside / "config.json").is_file()
-               else f"give a folder written by {task.trainer}")
-        raise UserError(str(e), "--model", fix=fix) from None
+        raise UserError(str(e), "--model", fix=f"give a folder written by {task.trainer}") from None
     model_type = config.get("model_type", task.model_type)  # none: as training reads it, the model class's own
     if model_type != task.model_type:
         fix = f"give a {task.kind} checkpoint, such as one written by {task.trainer}"
@@ -262,10 +260,9 @@ def generation_settings(args, config) -> dict:
 
 def max_tokens(args, config) -> int:
     """--max-seq-length, or its default: the model's positions (more is an error naming the flag)."""
-    value, positions = args.max_seq_length, config.max_position_embeddings
-    if value is not None and value > positions:
-        raise UserError("longer than the model's positions", "--max-seq-length", value, f"use at most {positions}")
-    return value or positions
+    if args.max_seq_length is not None:
+        check_length("--max-seq-length", args.max_seq_length, config.max_position_embeddings)
+    return args.max_seq_length or config.max_position_embeddings
 
 
 def label_names(config, model: str) -> list[str]:

@@ -231,7 +231,8 @@ def test_cola_max_seq_length_cuts_and_counts(tmp_path, cls_dir, capsys):
     assert "note: 3 of 5 inputs are longer than --max-seq-length 6 tokens and were cut to it" in capsys.readouterr().err
     main([*argv, "--max-seq-length", "9"])
     assert "note: 1 of 5 inputs are longer than --max-seq-length 9 tokens" in capsys.readouterr().err  # SENTENCES[3]
-    assert "(--max-seq-length, 513): use at most 512" in fails([*argv, "--max-seq-length", "513"], capsys)
+    assert ("argument --max-seq-length: expected at most 512 (the model's max_position_embeddings), got 513"
+            in fails([*argv, "--max-seq-length", "513"], capsys))
 
 
 # ----------------------------------------------------------------------------- squad
@@ -408,7 +409,8 @@ def test_a_run_folder_points_at_its_checkpoint(tmp_path, cls_dir, capsys, monkey
     """--model naming a training run's folder instead of its checkpoint/: the error names the checkpoint."""
     shutil.copytree(cls_dir, tmp_path / "run" / "checkpoint")
     err = fails(["cola", "--model", str(tmp_path / "run")], capsys, monkeypatch, stdin="Yes.\n")
-    assert f"(--model): did you mean {tmp_path / 'run' / 'checkpoint'} (the run's checkpoint)?" in err
+    assert err == (f"error: a run's folder, not a checkpoint (--model, '{tmp_path / 'run'}'): did you mean "
+                   f"{tmp_path / 'run' / 'checkpoint'}?\n")
 
 
 def test_a_pytorch_model_bin_checkpoint_is_read_too(tmp_path, cls_dir, capsys, monkeypatch):
