@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from minicore.errors import UserError
-from minicore.runtime import amp_dtype, pick_device, resolve_precision
+from minicore.runtime import PRECISIONS, amp_dtype, pick_device, resolve_precision
 from minitrain.distributed import local_rank
 
 # The settings that change what a run computes: --resume refuses a checkpoint trained with other values.
@@ -69,7 +69,7 @@ def add_training_args(parser: argparse.ArgumentParser, evaluation: bool = False,
                         "--resume can continue it")
     g.add_argument("--seed", type=number(int, 0, True, MAX_SEED, hi_ok=True), default=42,
                    help=f"seeds the batch order, new heads' initialization and dropout (0 to {MAX_SEED})")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=DEFAULT_PRECISION,
+    g.add_argument("--precision", choices=["auto", *PRECISIONS], default=DEFAULT_PRECISION,
                    help="autocast dtype of the forward pass (parameters and optimizer stay fp32; fp16 scales the "
                         "loss); auto: bf16 where the device computes it natively (a GPU that has it, a CPU with "
                         "AVX512-BF16 or AMX), else fp32"
