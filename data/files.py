@@ -134,11 +134,7 @@ def _jsonl_rows(path: Path, text: str, columns: list[str]) -> list[Row]:
         except json.JSONDecodeError as e:
             raise UserError(f"not valid JSON ({e.msg}, character {e.pos + 1})", where(path, n),
                             fix="write one JSON object a line") from None
-        if not isinstance(value, dict):
-            raise UserError(f"expected a JSON object, got {type(value).__name__}", where(path, n),
-                            fix="write one JSON object a line")
-        _missing(path, n, columns, value)
-        rows.append(Row(n, value))
+        rows.append(_object_row(path, n, value, columns, "write one JSON object a line"))
     return rows
 
 
@@ -148,14 +144,16 @@ def _json_rows(path: Path, text: str, columns: list[str]) -> list[Row]:
     if not isinstance(value, list):
         raise UserError(f"expected a JSON array of objects, got {type(value).__name__}", str(path),
                         fix="write [{...}, {...}] (or one object a line in a .jsonl file)")
-    rows = []
-    for line, item in zip(_item_lines(text), value):
-        if not isinstance(item, dict):
-            raise UserError(f"expected a JSON object, got {type(item).__name__}", where(path, line),
-                            fix="write [{...}, {...}]: an object for each row")
-        _missing(path, line, columns, item)
-        rows.append(Row(line, item))
-    return rows
+    return [_object_row(path, line, item, columns, "write [{...}, {...}]: an object for each row")
+            for line, item in zip(_item_lines(text), value)]
+
+
+def _object_row(path, line: int, value, columns: list[str], fix: str) -> Row:
+    """A JSON value that must be an object holding `columns`, as the row of `line`."""
+    if not isinstance(value, dict):
+        raise UserError(f"expected a JSON object, got {type(value).__name__}", where(path, line), fix=fix)
+    _missing(path, line, columns, value)
+    return Row(line, value)
 
 
 _BETWEEN_ITEMS = re.compile(r"[ \t\n\r,]*")  # JSON whitespace and the commas between an array's items
