@@ -61,6 +61,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
     add_training_args(p, evaluation=True, model="facebook/bart-large", output_dir="out/paraphrase", epochs=2,
                       batch_size=8, lr=5e-5, warmup_ratio=0.06, weight_decay=0.0)
+    for add in (add_data_args, add_denoise_args, add_evaluation_args, add_generation_args):
+        add(p)
+    args = p.parse_args(argv)
+    check_args(p, args)
+    args.denoise_lr = args.denoise_lr or args.lr  # the denoising stage's defaults, resolved once
+    args.denoise_batch_size = args.denoise_batch_size or args.batch_size
+    return args
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", help="folder with msrp/, paws_*/ and/or quora_duplicate_questions.tsv, whose test "
                                       "files are the test pairs; when not given: PAWS, MRPC and Quora from the Hub")
@@ -84,6 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "near-copies (a word changed, words reordered) teach a model to copy its input; dropping "
                         "them trades some BLEU against the reference for fewer copies (when not given: keep all, as "
                         "the blog)")
+
+
+def add_denoise_args(p: argparse.ArgumentParser) -> None:
     n = p.add_argument_group("denoising stage (before fine-tuning)")
     n.add_argument("--denoise-steps", type=int, default=0,
                    help="BART denoising steps on unlabeled text before fine-tuning (0 = none)")
@@ -93,6 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     n.add_argument("--denoise-batch-size", type=int,
                    help="batch of the denoising stage (larger batches keep a GPU busy); when not given: "
                         "--batch-size")
+
+
+def add_evaluation_args(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("evaluation")
     e.add_argument("--validation-metric", choices=["loss", "ibleu"], default="loss",
                    help="what --keep-best and --early-stopping-patience follow: the loss per token on the validation "
@@ -104,6 +120,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no training: score --model (a BART checkpoint: one this script trained, or another) on the "
                         "test pairs as it is, e.g. to compare generation settings on a trained model without "
                         "training it again")
+
+
+def add_generation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation (the blog's)")
     gen = EVAL_GENERATION  # the defaults predict.py also decodes with
     g.add_argument("--num-beams", type=int, default=gen["num_beams"],
@@ -119,7 +138,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sampling: from the most likely tokens that make up this probability")
     g.add_argument("--num-return-sequences", type=int, default=gen["num_return_sequences"],
                    help="paraphrases per sample in samples.md")
-    args = p.parse_args(argv)
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks of the flags' values and combinations that argparse's types cannot make; an error exits as
+    argparse's do (status 2)."""
     for flag, ok, want in [("--max-seq-length", args.max_seq_length >= 3, ">= 3"),
                            ("--validation-pairs", args.validation_pairs is None or args.validation_pairs >= 0, ">= 0"),
                            ("--denoise-steps", args.denoise_steps >= 0, ">= 0"),
@@ -146,9 +169,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         check_generation_flags(args)
     except UserError as e:
         p.error(str(e))
-    args.denoise_lr = args.denoise_lr or args.lr  # the denoising stage's defaults, resolved once
-    args.denoise_batch_size = args.denoise_batch_size or args.batch_size
-    return args
 
 
 def generation_arguments(args) -> dict[str, dict]:
