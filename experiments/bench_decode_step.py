@@ -9,8 +9,8 @@ the same weights (saved, then loaded with its from_pretrained), both in eval mod
 decodes `--new` tokens for B random sources of `--source` tokens with K beams (greedy at K = 1; min_length =
 max_length forces every token). Times are CPU time (time.process_time) of one thread: the median of `--repeats`
 calls after a warm-up, ours and transformers' alternating. Per row: sequences/s of each, the ratio, ms per decoder
-step (the call's time, less one encoder pass, over the steps) and the bare matrix products of one step: every
-nn.Linear of the decoder and the LM head, timed alone on [B*K, 384] rows: what a step must read and multiply.
+step (the call's time, less one encoder pass, over the steps) and the bare matrix products of one step halfway
+through the output (experiments.bench_growth.step_matmuls, the growth sweep's: what a step must read and multiply).
 "--weights" adds rows of ours with its weights for inference (minicore.quantize.inference_weights: packed fp32
 or bf16, or int8), against transformers in fp32; "same" says whether ours returned transformers' tokens.
 """
@@ -21,9 +21,10 @@ import time
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import profile
 
+from experiments.bench_growth import cpu_seconds as matmul_seconds
+from experiments.bench_growth import step_matmuls
 from minibart import BartForConditionalGeneration
 from minicore.quantize import inference_weights
 
@@ -43,21 +44,6 @@ def twins():
         ours.save_pretrained(folder)
         hf = transformers.BartForConditionalGeneration.from_pretrained(folder, attn_implementation="sdpa")
     return ours, hf.eval()
-
-
-def bare_matmuls(model, rows: int, repeats: int) -> float:
-    """Seconds of one decode step's matrix products alone: every decoder nn.Linear but the cross-attention's K/V
-    (computed once per call), then the LM head, on `rows` rows."""
-    weights = [m.weight for name, m in model.model.decoder.named_modules()
-               if isinstance(m, torch.nn.Linear) and not name.endswith("encoder_attn.kv")]
-    weights.append(model.lm_head.weight)
-    x = torch.randn(rows, max(w.size(1) for w in weights))
-
-    def step():
-        for w in weights:
-            F.linear(x[:, :w.size(1)], w)
-    step()
-    return statistics.median(cpu_seconds(step) for _ in range(repeats))
 
 
 def alternating(ours, hf, repeats: int) -> tuple[float, float]:
@@ -93,16 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             want = run_hf()
             encoder = statistics.median(cpu_seconds(partial(hf.model.encoder, src)) for _ in range(3))
-        matmuls = bare_matmuls(ours_fp32, B * K, args.repeats)
+        matmuls = matmul_seconds(step_matmuls(ours_fp32.config, B, K, args.source, 1 + args.new // 2), args.repeats)
         for weights in args.weights.split(","):
             ours = ours_fp32 if weights == "model" else inference_weights(ours_fp32, weights)
             run_ours = partial(ours.generate, src, **kw)
             with torch.inference_mode():
-                try:
-                    got = run_ours()
-                except TypeError as e:  # int8 while a projection reads its module's .weight
-                    print(f"{B:>2}x{K:<3} {weights:>7} cannot run: {e}")
-                    continue
+                got = run_ours()
                 t_ours, t_hf = alternating(run_ours, run_hf, args.repeats)
             same = got.shape == want.shape and bool((got == want).all())
             ms_ours, ms_hf = ((t - encoder) / args.new * 1e3 for t in (t_ours, t_hf))
